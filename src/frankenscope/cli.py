@@ -1,0 +1,179 @@
+"""Command-line interface: thin wrappers that parse arguments and call the library."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import typer
+
+from frankenscope.errors import FrankenscopeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="What did SFT and RL change inside a vision-language model, and where?")
+data_app = typer.Typer(no_args_is_help=True, help="Synthetic task suites and probe pairs.")
+organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organism (a tiny Qwen2.5-VL).")
+app.add_typer(data_app, name="data")
+app.add_typer(organism_app, name="organism")
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+@data_app.command("make")
+def data_make(
+    out: Path = typer.Option(..., help="Folder to write (replaced atomically)."),
+    suite: str = typer.Option("organism", help="Which suite; only 'organism' is built in."),
+    n: int = typer.Option(50, help="Items per task."),
+    pairs: int = typer.Option(50, help="Probe pairs per probe task."),
+    seed: int = typer.Option(0, help="Seed of the generators."),
+) -> None:
+    """Draw the synthetic task suite: items/<task>/data.jsonl + PNGs and probe/<task>/data.jsonl (paper format)."""
+    from frankenscope.data.io import write_suite
+
+    if suite != "organism":
+        _fail(FrankenscopeError(f"unknown suite {suite!r}; the built-in suite is 'organism'"))
+    try:
+        path = write_suite(out, n_per_task=n, n_pairs=pairs, seed=seed)
+    except FrankenscopeError as e:
+        _fail(e)
+    summary = json.loads((path / "suite.json").read_text())
+    typer.echo(f"wrote {path}: " + ", ".join(f"{k} {v}" for k, v in summary.get("counts", {}).items()))
+
+
+@organism_app.command("init")
+def organism_init(
+    out: Path = typer.Option(..., help="HF folder to write."),
+    preset: str = typer.Option("small", help="micro (~1.1M params) or small (~6.2M params)."),
+    seed: int = typer.Option(0, help="Initialisation seed."),
+) -> None:
+    """Write a randomly initialised organism (model + tokenizer + processor) as a standard HF folder."""
+    from frankenscope.organism.model import build_organism, save_folder
+
+    try:
+        model, proc = build_organism(preset, seed=seed)
+    except FrankenscopeError as e:
+        _fail(e)
+    save_folder(model, proc, out)
+    n = sum(p.numel() for p in model.parameters())
+    typer.echo(f"wrote {out} ({preset}, {n / 1e6:.2f}M parameters, seed {seed})")
+
+
+def first_n_per_task(items: list, n: int) -> list:
+    """The first n items of every task, order kept."""
+    seen: dict[str, int] = {}
+    kept = []
+    for it in items:
+        seen[it.task] = seen.get(it.task, 0) + 1
+        if seen[it.task] <= n:
+            kept.append(it)
+    return kept
+
+
+def run_eval(model: str, out: Path, *, suite: str = "organism", data: Path | None = None,
+             tasks: str | None = None, n: int | None = None, batch_size: int = 16,
+             max_new_tokens: int = 64, seed: int = 0, dtype: str = "float32", device: str | None = None,
+             progress: bool = True) -> dict:
+    """Evaluate one model on a suite; write out/results.json and return its summary."""
+    from frankenscope.data.io import load_items, write_suite
+    from frankenscope.evaluate.runner import (
+        HFGenerator,
+        evaluate,
+        format_table,
+        model_fingerprint,
+        write_eval_result,
+    )
+    from frankenscope.loading import load_model
+
+    if data is None:
+        if suite != "organism":
+            raise FrankenscopeError(f"unknown suite {suite!r}; use 'organism' or pass --data PATH")
+        data = out / "suite"
+        if not (data / "suite.json").is_file():
+            write_suite(data, seed=seed)
+    items = load_items(data)
+    if tasks:
+        wanted = {t.strip() for t in tasks.split(",")}
+        unknown = wanted - {it.task for it in items}
+        if unknown:
+            raise FrankenscopeError(f"--tasks names {sorted(unknown)}, not in {data}")
+        items = [it for it in items if it.task in wanted]
+    if n is not None:
+        items = first_n_per_task(items, n)
+    loaded = load_model(model, dtype=dtype, device=device)
+    gen = HFGenerator(loaded.model, loaded.processor, loaded.adapter, batch_size=batch_size,
+                      max_new_tokens=max_new_tokens, progress=progress)
+    t0 = time.time()
+    result = evaluate(items, gen, seed=seed)
+    settings = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": dtype, "greedy": True,
+                "data": str(data), "n_items": len(items), "wall_s": round(time.time() - t0, 2)}
+    fp = model_fingerprint(model) if Path(model).exists() else None
+    write_eval_result(result, out, model_source=model, model_fingerprint=fp, seed=seed, settings=settings)
+    typer.echo(format_table(result))
+    return result.summary
+
+
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Argument(..., help="HF folder or hub id."),
+    out: Path = typer.Option(..., help="Output folder (results.json)."),
+    suite: str = typer.Option("organism", help="Built-in suite to evaluate on (drawn into OUT/suite)."),
+    data: Path | None = typer.Option(None, help="A suite folder, task folder or jsonl file instead of --suite."),
+    tasks: str | None = typer.Option(None, help="Comma-separated task names to keep."),
+    n: int | None = typer.Option(None, help="At most this many items per task (the first ones)."),
+    batch_size: int = typer.Option(16), max_new_tokens: int = typer.Option(64), seed: int = typer.Option(0),
+    dtype: str = typer.Option("float32"), device: str | None = typer.Option(None),
+) -> None:
+    """Greedy batched evaluation with per-task accuracy and bootstrap 95% CIs."""
+    try:
+        run_eval(model, out, suite=suite, data=data, tasks=tasks, n=n, batch_size=batch_size,
+                 max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, device=device)
+    except FrankenscopeError as e:
+        _fail(e)
+
+
+@app.command("architectures")
+def architectures() -> None:
+    """List the supported model architectures (HF config.architectures names)."""
+    from frankenscope.adapters import supported_architectures
+
+    for a in supported_architectures():
+        typer.echo(a)
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Output folder."),
+    preset: str = typer.Option("small", help="Organism preset: small (default) or micro."),
+    seed: int = typer.Option(0),
+) -> None:
+    """The demo on the built-in organism: draw the suite, make the organism, evaluate it."""
+    from frankenscope.data.io import write_suite
+    from frankenscope.organism.model import build_organism, save_folder
+
+    t0 = time.time()
+    try:
+        suite = out / "suite"
+        if not (suite / "suite.json").is_file():
+            write_suite(suite, seed=seed)
+        typer.echo(f"[{time.time() - t0:6.1f}s] suite ready: {suite}")
+        base = out / "organism" / "init"
+        if not (base / "config.json").is_file():
+            model, proc = build_organism(preset, seed=seed)
+            save_folder(model, proc, base)
+        typer.echo(f"[{time.time() - t0:6.1f}s] organism ready: {base}")
+        run_eval(str(base), out / "eval" / "init", data=suite, seed=seed)
+    except FrankenscopeError as e:
+        _fail(e)
+    typer.echo(f"[{time.time() - t0:6.1f}s] demo done; results under {out}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

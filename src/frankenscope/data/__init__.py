@@ -1,0 +1,1 @@
+"""Items, probe pairs and their loaders."""

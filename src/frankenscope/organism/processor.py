@@ -1,0 +1,34 @@
+"""The organism's processor: Qwen2.5-VL's processor without the video processor.
+
+The stock `Qwen2_5_VLProcessor` requires a video processor, which needs torchvision; this subclass
+keeps the image path (the PIL image processor) and the tokenizer only.
+"""
+
+from __future__ import annotations
+
+from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil
+from transformers.processing_utils import ProcessorMixin
+
+from frankenscope.organism.tokenizer import CHAT_TEMPLATE, build_tokenizer
+
+IMAGE_SIZE = 112  # pixels per side of every organism image: (112/14)^2 / 2^2 = 16 image tokens
+
+
+class OrganismProcessor(Qwen2_5_VLProcessor):
+    """Tokenizer + PIL image processor; `from_pretrained` on a saved folder restores it."""
+
+    attributes = ["image_processor", "tokenizer"]
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        self.image_token = getattr(tokenizer, "image_token", None) or "<|image_pad|>"
+        self.video_token = getattr(tokenizer, "video_token", None) or "<|video_pad|>"
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+
+def build_processor(max_side: int = 224) -> OrganismProcessor:
+    """Processor for images between 112x112 and max_side x max_side pixels (patch 14, merge 2)."""
+    ip = Qwen2VLImageProcessorPil(min_pixels=IMAGE_SIZE * IMAGE_SIZE, max_pixels=max_side * max_side,
+                                  patch_size=14, temporal_patch_size=2, merge_size=2)
+    return OrganismProcessor(image_processor=ip, tokenizer=build_tokenizer(), chat_template=CHAT_TEMPLATE)

@@ -1,0 +1,1 @@
+"""Weight-space tools: partitions, streaming reads, diffs, merges, freeze plans."""

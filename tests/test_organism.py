@@ -1,0 +1,82 @@
+import torch
+from PIL import Image
+
+from frankenscope.adapters import get_adapter
+from frankenscope.loading import load_model, load_processor
+from frankenscope.organism.model import build_organism
+from frankenscope.organism.processor import OrganismProcessor
+from frankenscope.organism.tokenizer import build_tokenizer
+
+
+def test_tokenizer_round_trip(tmp_path):
+    tok = build_tokenizer()
+    text = "How many shapes? 3 + 4 = 7.\nAnswer: 7 \\boxed{7} (x1,y1)"
+    ids = tok(text)["input_ids"]
+    assert len(ids) == len(text)  # one token per character
+    assert tok.decode(ids) == text
+    tok.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+
+    back = AutoTokenizer.from_pretrained(tmp_path)
+    assert back(text)["input_ids"] == ids
+    assert back.convert_tokens_to_ids("<|image_pad|>") == tok.convert_tokens_to_ids("<|image_pad|>")
+
+
+def test_presets_have_expected_sizes():
+    m_micro, _ = build_organism("micro")
+    m_small, _ = build_organism("small")
+    n_micro = sum(p.numel() for p in m_micro.parameters())
+    n_small = sum(p.numel() for p in m_small.parameters())
+    assert 0.8e6 < n_micro < 1.5e6
+    assert 5e6 < n_small < 7e6
+
+
+def test_image_token_count_per_size(micro):
+    model, proc = micro
+    ad = get_adapter(model)
+    prompt = ad.build_prompt(proc, "What is it?")
+    tid = ad.image_token_id(model)
+    # smart-resize to multiples of 28 px; tokens = (h/28)*(w/28), clamped to [112^2, 224^2] pixels
+    for size, tokens in [((112, 112), 16), ((224, 224), 64), ((168, 112), 24), ((56, 56), 16)]:
+        enc = proc(text=[prompt], images=[Image.new("RGB", size)], return_tensors="pt")
+        spans = ad.image_spans(enc["input_ids"], tid)[0]
+        assert len(spans) == 1
+        assert spans[0][1] - spans[0][0] == tokens, size
+        assert int(enc["image_grid_thw"].prod()) == tokens * 4
+
+
+def test_save_load_bit_identical(micro, micro_dir):
+    model, _ = micro
+    loaded = load_model(micro_dir)
+    a, b = model.state_dict(), loaded.model.state_dict()
+    assert set(a) == set(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert loaded.model.lm_head.weight.data_ptr() == loaded.model.model.language_model.embed_tokens.weight.data_ptr()
+    assert isinstance(loaded.processor, OrganismProcessor)
+    assert isinstance(load_processor(micro_dir), OrganismProcessor)
+
+
+def test_from_pretrained_directly(micro_dir):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    m = Qwen2_5_VLForConditionalGeneration.from_pretrained(micro_dir)
+    p = OrganismProcessor.from_pretrained(micro_dir)
+    assert m.config.architectures == ["Qwen2_5_VLForConditionalGeneration"]
+    assert p.image_token_id == m.config.image_token_id
+
+
+def test_build_is_deterministic():
+    a, _ = build_organism("micro", seed=3)
+    b, _ = build_organism("micro", seed=3)
+    c, _ = build_organism("micro", seed=4)
+    w = "model.language_model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(a.state_dict()[w], b.state_dict()[w])
+    assert not torch.equal(a.state_dict()[w], c.state_dict()[w])
+
+
+def test_black_image_same_size():
+    ad = get_adapter("Qwen2_5_VLForConditionalGeneration")
+    img = Image.new("RGB", (140, 112), (200, 10, 10))
+    black = ad.black_image(img)
+    assert black.size == img.size and black.getextrema() == ((0, 0), (0, 0), (0, 0))
