@@ -41,7 +41,7 @@ def data_make(
     except FrankenscopeError as e:
         _fail(e)
     summary = json.loads((path / "suite.json").read_text())
-    typer.echo(f"wrote {path}: " + ", ".join(f"{k} {v}" for k, v in summary.get("counts", {}).items()))
+    typer.echo(f"wrote {path}: " + ", ".join(f"{k} {v}" for k, v in {**summary.get("items", {}), **{f"probe:{k}": v for k, v in summary.get("probe", {}).items()}}.items()))
 
 
 @organism_app.command("init")

@@ -9,9 +9,8 @@ from __future__ import annotations
 from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil
 from transformers.processing_utils import ProcessorMixin
 
+from frankenscope.organism.tasks import IMAGE_SIZE
 from frankenscope.organism.tokenizer import CHAT_TEMPLATE, build_tokenizer
-
-IMAGE_SIZE = 112  # pixels per side of every organism image: (112/14)^2 / 2^2 = 16 image tokens
 
 
 class OrganismProcessor(Qwen2_5_VLProcessor):
