@@ -62,6 +62,52 @@ def organism_init(
     typer.echo(f"wrote {out} ({preset}, {n / 1e6:.2f}M parameters, seed {seed})")
 
 
+@organism_app.command("build")
+def organism_build(
+    out: Path = typer.Option(Path("runs/organism"), help="Folder for base/, in/, rl*/ and manifest.json."),
+    preset: str = typer.Option("small", help="small (default, ~6.2M params) or micro (~1.1M, for tests)."),
+    seed: int = typer.Option(0, help="Seed of initialisation, data streams and training."),
+    freeze: str | None = typer.Option(None, help="Keep these LLM layers fixed during RL: early|mid|late "
+                                       "(joined with '+') or a layer list like '0-2'. Writes rl-frozen-<region>/."),
+    partition: str = typer.Option("thirds", help="Region partition: thirds | 8,12,8 | cuts:9,18 | early=0-8;..."),
+    rl_steps: int | None = typer.Option(None, help="Override the recipe's GRPO steps."),
+    rl_lr: float | None = typer.Option(None, help="Override the recipe's GRPO learning rate."),
+    rl_beta: float | None = typer.Option(None, help="Override the recipe's KL beta."),
+    rl_generations: int | None = typer.Option(None, help="Override the recipe's generations per prompt."),
+) -> None:
+    """Train the organism Base -> IN (SFT) -> RL (GRPO); finished stages with unchanged inputs are skipped."""
+    from frankenscope.organism.build import build, recipe_for
+
+    overrides = {k: v for k, v in dict(rl_steps=rl_steps, rl_lr=rl_lr, rl_beta=rl_beta,
+                                       rl_generations=rl_generations).items() if v is not None}
+    try:
+        recipe = recipe_for(preset, **overrides)
+        build(out, preset=preset, seed=seed, freeze=freeze, partition=partition, recipe=recipe, log=typer.echo)
+    except FrankenscopeError as e:
+        _fail(e)
+
+
+@organism_app.command("freeze-plan")
+def organism_freeze_plan(
+    region: str = typer.Option(..., help="early|mid|late (joined with '+') or a layer list like '0-2,5'."),
+    model: str = typer.Option(..., help="HF folder or hub id (its config gives the layer count)."),
+    partition: str = typer.Option("thirds", help="Region partition spec."),
+    format: str = typer.Option("regex", help="regex (one pattern per line) or json."),
+) -> None:
+    """Print the parameter-name patterns to freeze, for external trainers (TRL, verl, EasyR1, OpenRLHF)."""
+    from frankenscope.loading import load_model
+    from frankenscope.weights.freeze import freeze_plan
+
+    if format not in ("regex", "json"):
+        _fail(FrankenscopeError(f"--format {format!r}: choose regex or json"))
+    try:
+        loaded = load_model(model)
+        plan = freeze_plan(loaded.adapter, loaded.model, region, partition)
+    except FrankenscopeError as e:
+        _fail(e)
+    typer.echo("\n".join(plan["patterns"]) if format == "regex" else json.dumps(plan, indent=2))
+
+
 def first_n_per_task(items: list, n: int) -> list:
     """The first n items of every task, order kept."""
     seen: dict[str, int] = {}

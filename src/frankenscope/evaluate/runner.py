@@ -144,25 +144,38 @@ class HFGenerator:
         return {"generator": "hf", "batch_size": self.batch_size, "system": self.system,
                 "max_image_pixels": self.max_image_pixels, "padding_side": "left", **self.generation_kwargs()}
 
-    def __call__(self, items: list[Item], *, black_image: bool = False,
-                 use_description: bool = False) -> list[str]:
+    def __call__(self, items: list[Item], *, black_image: bool = False, use_description: bool = False,
+                 images: list[Image.Image | None] | None = None) -> list[str]:
+        """Responses in item order. `images` (optional, one per item) supplies in-memory images in
+        place of the files named by `item.image`."""
+        if images is not None and len(images) != len(items):
+            raise FrankenscopeError(f"got {len(images)} images for {len(items)} items")
         texts = [prompt_text(it, use_description) for it in items]
-        with_image = [i for i, it in enumerate(items) if it.image is not None]
-        text_only = [i for i, it in enumerate(items) if it.image is None]
+
+        def image_of(i: int) -> Image.Image | None:
+            if images is not None and images[i] is not None:
+                return images[i]
+            path = items[i].image
+            return None if path is None else load_image(path, self.max_image_pixels)
+
+        has_image = [items[i].image is not None or (images is not None and images[i] is not None)
+                     for i in range(len(items))]
+        with_image = [i for i in range(len(items)) if has_image[i]]
+        text_only = [i for i in range(len(items)) if not has_image[i]]
         batches = [idx[s:s + self.batch_size] for idx in (with_image, text_only)
                    for s in range(0, len(idx), self.batch_size)]
         out = [""] * len(items)
         gen_kwargs = self.generation_kwargs()
         with _left_padding(self.tokenizer), torch.inference_mode():
-            for batch in tqdm(batches, desc="generate", unit="batch", disable=not self.progress):
-                images = None
-                if items[batch[0]].image is not None:
-                    images = [load_image(cast(str, items[i].image), self.max_image_pixels) for i in batch]
+            for batch in tqdm(batches, desc="generate", unit="batch", disable=not self.progress, leave=False):
+                batch_images = None
+                if has_image[batch[0]]:
+                    batch_images = [cast(Image.Image, image_of(i)) for i in batch]
                     if black_image:
-                        images = [self.adapter.black_image(im) for im in images]
-                n_images = 0 if images is None else 1
+                        batch_images = [self.adapter.black_image(im) for im in batch_images]
+                n_images = 0 if batch_images is None else 1
                 prompts = [self.adapter.build_prompt(self.processor, texts[i], n_images, self.system) for i in batch]
-                for i, response in zip(batch, self._generate(prompts, images, gen_kwargs), strict=True):
+                for i, response in zip(batch, self._generate(prompts, batch_images, gen_kwargs), strict=True):
                     out[i] = response
         return out
 

@@ -25,6 +25,20 @@ class OrganismProcessor(Qwen2_5_VLProcessor):
         self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
         ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
+    def __call__(self, images=None, text=None, **kwargs):
+        """As Qwen2.5-VL's processor, but a batch may mix prompts with and without an image:
+        nested per-prompt image lists are flattened and None entries dropped (TRL's GRPO passes
+        [[img], None, ...] for mixed batches)."""
+        if isinstance(images, (list, tuple)):
+            flat = []
+            for entry in images:
+                if isinstance(entry, (list, tuple)):
+                    flat.extend(x for x in entry if x is not None)
+                elif entry is not None:
+                    flat.append(entry)
+            images = flat or None
+        return super().__call__(images=images, text=text, **kwargs)
+
 
 def build_processor(max_side: int = 224) -> OrganismProcessor:
     """Processor for images between 112x112 and max_side x max_side pixels (patch 14, merge 2)."""

@@ -84,8 +84,6 @@ def train_sft(model: Any, processor: Any, adapter: VLMAdapter, examples: list[Ex
 
     Returns {steps, final_loss (mean of the last 50 steps), losses (every 10th step)}.
     """
-    encoded = [encode(processor, adapter, ex) for ex in tqdm(examples, desc=f"{desc}: encode", disable=not progress,
-                                                             leave=False)]
     pad_id = processor.tokenizer.pad_token_id
     rng = random.Random(seed)
     torch.manual_seed(seed)
@@ -97,9 +95,9 @@ def train_sft(model: Any, processor: Any, adapter: VLMAdapter, examples: list[Ex
     bar = tqdm(range(steps), desc=desc, disable=not progress)
     for step in bar:
         if len(order) < batch_size:
-            order += rng.sample(range(len(encoded)), len(encoded))
+            order += rng.sample(range(len(examples)), len(examples))
         idx, order = order[:batch_size], order[batch_size:]
-        batch = collate([encoded[i] for i in idx], pad_id)
+        batch = collate([encode(processor, adapter, examples[i]) for i in idx], pad_id)  # lazily: low memory
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, warmup, lr)
         loss = model(**batch).loss

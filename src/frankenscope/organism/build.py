@@ -1,0 +1,288 @@
+"""Base -> IN -> RL for the organism: the stages, their data, the recipe, skipping finished stages.
+
+- Base: from random init, SFT on perception tasks with short answers and on short image descriptions
+  (the "pretrained VLM").
+- IN:   SFT from Base on worked solutions (vision-to-reasoning and text reasoning) that end in
+  `Answer: X`, with a small replay of perception items.
+- RL:   GRPO from IN with a verifiable reward on vision-to-reasoning and text prompts, optionally
+  with a region of LLM layers frozen.
+
+Every stage writes an HF folder plus stage.json (seed, recipe, data sizes and hashes, steps, wall
+time, held-out metrics); the build writes manifest.json. A stage whose key (its recipe, seed, data
+hash and parent's key) matches the stage.json on disk is not retrained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from frankenscope.adapters import get_adapter
+from frankenscope.data.schema import Item
+from frankenscope.errors import FrankenscopeError
+from frankenscope.io import package_versions, write_json_atomic, write_result
+from frankenscope.organism.sft import Example, train_sft
+from frankenscope.organism.tasks import PERCEPTION_TASKS, TEXT_TASKS, V2R_TASKS, generate_items
+
+DESCRIBE_PROMPT = "Describe the image."
+STAGE_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything that determines a build (besides the seed). Sizes are items per task."""
+
+    preset: str
+    base_items: dict[str, int]
+    base_steps: int
+    in_items: dict[str, int]
+    in_steps: int
+    in_replay: dict[str, int]
+    rl_items: dict[str, int]
+    rl_steps: int
+    sft_lr: float = 3e-4
+    in_lr: float = 3e-4
+    batch_size: int = 8
+    warmup: int = 50
+    rl_lr: float = 2e-5
+    rl_generations: int = 8
+    rl_prompts_per_step: int = 2
+    rl_beta: float = 0.0
+    rl_temperature: float = 1.0
+    rl_max_completion: int = 72
+    rl_format_weight: float = 0.1
+    eval_items: dict[str, int] = field(default_factory=dict)
+    eval_max_new_tokens: int = 80
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _per_task(n: int, tasks: tuple[str, ...]) -> dict[str, int]:
+    return {t: n for t in tasks}
+
+
+RECIPES: dict[str, Recipe] = {
+    "small": Recipe(
+        preset="small",
+        base_items={"counting": 3000, "recognition": 2000, "attribute": 800, "ocr": 800, "grounding": 800,
+                    "describe:more_than": 2000, "describe:digit_sum": 2000},
+        base_steps=1800,
+        in_items={"more_than": 2000, "digit_sum": 2000, "word_problem": 1500},
+        in_steps=700,
+        in_replay={"counting": 300, "recognition": 300},
+        rl_items={"more_than": 400, "digit_sum": 400, "word_problem": 200},
+        rl_steps=80,
+        eval_items={**_per_task(100, PERCEPTION_TASKS), **_per_task(200, V2R_TASKS), **_per_task(100, TEXT_TASKS)},
+    ),
+    "micro": Recipe(
+        preset="micro",
+        base_items={"counting": 40, "recognition": 40, "describe:more_than": 20},
+        base_steps=12,
+        in_items={"more_than": 20, "digit_sum": 20, "word_problem": 20},
+        in_steps=8,
+        in_replay={"counting": 8},
+        rl_items={"more_than": 8, "word_problem": 4},
+        rl_steps=2,
+        rl_generations=4,
+        rl_max_completion=16,
+        batch_size=4,
+        warmup=2,
+        eval_items={"counting": 4, "recognition": 4, "more_than": 4, "word_problem": 4},
+        eval_max_new_tokens=16,
+    ),
+}
+
+# Seeds of the data streams, kept apart so training never sees the held-out items.
+_TRAIN_SEED, _EVAL_SEED = 1_000, 9_000
+
+
+def recipe_for(preset: str, **overrides: Any) -> Recipe:
+    if preset not in RECIPES:
+        raise FrankenscopeError(f"unknown organism preset {preset!r}; choose one of {sorted(RECIPES)}")
+    return replace(RECIPES[preset], **overrides)
+
+
+def _items(spec: dict[str, int], seed: int, stage: str) -> list[tuple[str, Item, Any]]:
+    """(kind, item, image) for every entry 'task' or 'describe:task' of a stage's data spec."""
+    out = []
+    for key, n in spec.items():
+        kind, _, task = key.rpartition(":")
+        stage_seed = _TRAIN_SEED + seed * 7 + sum(map(ord, stage))
+        for item, img in generate_items(task, n, stage_seed):
+            out.append((kind or "answer", item, img))
+    return out
+
+
+def stage_examples(stage: str, recipe: Recipe, seed: int) -> list[Example]:
+    """The supervised examples of the Base or IN stage."""
+    if stage == "base":
+        spec = recipe.base_items
+    elif stage == "in":
+        spec = {**recipe.in_items, **{f"replay:{k}": v for k, v in recipe.in_replay.items()}}
+    else:
+        raise FrankenscopeError(f"stage {stage!r} has no supervised examples")
+    exs = []
+    for kind, item, img in _items(spec, seed, stage):
+        if kind == "describe":
+            exs.append(Example(DESCRIBE_PROMPT, item.description or "", img))
+        elif stage == "in" and kind == "answer":
+            exs.append(Example(item.prompt, item.solution or f"Answer: {item.answer}", img))
+        else:
+            exs.append(Example(item.prompt, item.answer, img))
+    return exs
+
+
+def rl_rows(recipe: Recipe, seed: int) -> list[dict[str, Any]]:
+    """GRPO prompts: conversational, the image (None for text-only rows) in its own column; TRL
+    inserts the placeholder. Batches can mix rows with and without an image (see OrganismProcessor)."""
+    rows = []
+    for _, item, img in _items(recipe.rl_items, seed, "rl"):
+        rows.append({"prompt": [{"role": "user", "content": item.prompt}], "image": img,
+                     "answer": item.answer, "answer_type": item.answer_type})
+    return rows
+
+
+def heldout_items(recipe: Recipe, seed: int) -> list[tuple[Item, Any]]:
+    """Held-out evaluation items (a data stream no training stage draws from)."""
+    return [(it, img) for task, n in recipe.eval_items.items() for it, img in generate_items(task, n, _EVAL_SEED + seed)]
+
+
+def data_hash(examples: list[Example] | list[dict[str, Any]]) -> str:
+    """sha256 over the texts, targets and image pixels of a stage's data."""
+    h = hashlib.sha256()
+    for ex in examples:
+        if isinstance(ex, Example):
+            h.update(f"{ex.text}\x00{ex.target}\x00".encode())
+            img = ex.image
+        else:
+            h.update(json.dumps([ex["prompt"], ex["answer"]]).encode())
+            img = ex.get("image")
+        if img is not None:
+            h.update(img.tobytes())
+    return h.hexdigest()
+
+
+def _stage_key(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _finished(folder: Path, key: str) -> dict[str, Any] | None:
+    f = folder / "stage.json"
+    if f.is_file() and (folder / "config.json").is_file():
+        doc = json.loads(f.read_text())
+        if doc.get("stage_key") == key:
+            return doc
+    return None
+
+
+def evaluate_stage(model: Any, processor: Any, items: list[tuple[Item, Any]], recipe: Recipe, seed: int,
+                   progress: bool) -> dict[str, Any]:
+    """Held-out accuracy per task and per category with bootstrap 95% CIs (greedy, in-memory images)."""
+    from frankenscope.evaluate.runner import HFGenerator, evaluate
+
+    gen = HFGenerator(model, processor, get_adapter(model), batch_size=32,
+                      max_new_tokens=recipe.eval_max_new_tokens, progress=progress)
+    images = {it.id: img for it, img in items}
+    result = evaluate([it for it, _ in items], _InMemory(gen, images), seed=seed)
+    return {"by_task": result.by_task, "by_category": result.by_category, "overall": result.overall,
+            "correct": result.correct_by_id()}
+
+
+class _InMemory:
+    """A Generator over items whose images live in memory (held-out items are never written to disk)."""
+
+    def __init__(self, gen: Any, images: dict[str, Any]) -> None:
+        self.gen, self.images = gen, images
+
+    def __call__(self, items: list[Item], **kw: Any) -> list[str]:
+        return self.gen(items, images=[self.images.get(it.id) for it in items], **kw)
+
+
+def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | None = None,
+          partition: str = "thirds", recipe: Recipe | None = None, progress: bool = True,
+          log: Any = print) -> dict[str, Any]:
+    """Build (or resume) Base -> IN -> RL under `out`; returns the manifest.
+
+    freeze: a region ('early', 'mid', 'late', 'mid+late') or layer list ('0-2'); the RL stage then
+    trains with those LLM layers fixed and is written to rl-frozen-<region>/ instead of rl/.
+    """
+    from frankenscope.organism.model import build_organism, save_folder
+
+    recipe = recipe or recipe_for(preset)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    heldout = heldout_items(recipe, seed)
+    manifest: dict[str, Any] = {"preset": recipe.preset, "seed": seed, "recipe": recipe.to_dict(), "stages": {}}
+    parent_key = "init"
+    parent_dir: Path | None = None
+    for stage in ("base", "in", "rl"):
+        name = stage if (stage != "rl" or not freeze) else f"rl-frozen-{freeze.replace(',', '_')}"
+        folder = out / name
+        data = rl_rows(recipe, seed) if stage == "rl" else stage_examples(stage, recipe, seed)
+        settings = {"stage": stage, "seed": seed, "recipe": recipe.to_dict(), "parent": parent_key,
+                    "data_sha256": data_hash(data), "freeze": freeze if stage == "rl" else None,
+                    "partition": partition if stage == "rl" and freeze else None}
+        key = _stage_key(settings)
+        done = _finished(folder, key)
+        if done is not None:
+            log(f"[{name}] up to date (stage key {key}), skipping")
+            manifest["stages"][name] = {"path": str(folder), "stage_key": key, "skipped": True,
+                                        "wall_s": done.get("wall_s")}
+            parent_key, parent_dir = key, folder
+            continue
+        t0 = time.time()
+        log(f"[{name}] training ({len(data)} examples)")
+        if parent_dir is None:
+            model, processor = build_organism(recipe.preset, seed=seed)
+        else:
+            from frankenscope.loading import load_model
+
+            loaded = load_model(parent_dir)
+            model, processor = loaded.model, loaded.processor
+        adapter = get_adapter(model)
+        extra: dict[str, Any] = {}
+        if stage == "rl":
+            from frankenscope.organism.rl import train_grpo
+            from frankenscope.weights.freeze import apply_freeze, freeze_plan
+
+            if freeze:
+                plan = freeze_plan(adapter, model, freeze, partition)
+                extra["frozen_layers"] = plan["layers"]
+                extra["frozen_parameters"] = apply_freeze(model, plan["patterns"])
+            stats = train_grpo(model, processor, data, steps=recipe.rl_steps, lr=recipe.rl_lr,
+                               num_generations=recipe.rl_generations,
+                               prompts_per_step=recipe.rl_prompts_per_step, beta=recipe.rl_beta,
+                               max_completion_length=recipe.rl_max_completion, temperature=recipe.rl_temperature,
+                               seed=seed, format_weight=recipe.rl_format_weight, progress=progress)
+            for p in model.parameters():
+                p.requires_grad_(True)
+        else:
+            lr = recipe.sft_lr if stage == "base" else recipe.in_lr
+            stats = train_sft(model, processor, adapter, data, steps=recipe.base_steps if stage == "base"
+                              else recipe.in_steps, batch_size=recipe.batch_size, lr=lr, warmup=recipe.warmup,
+                              seed=seed, progress=progress, desc=name)
+        train_s = time.time() - t0
+        metrics = evaluate_stage(model, processor, heldout, recipe, seed, progress)
+        wall = time.time() - t0
+        doc = {**settings, "stage_key": key, "name": name, "n_examples": len(data), "training": stats, **extra,
+               "train_s": round(train_s, 1), "wall_s": round(wall, 1), "heldout": metrics,
+               "versions": package_versions()}
+        save_folder(model, processor, folder, extra_files={"stage.json": json.dumps(doc, indent=1)})
+        log(f"[{name}] done in {wall:.0f}s; held-out: " + ", ".join(
+            f"{t} {m['accuracy']:.2f}" for t, m in metrics["by_task"].items()))
+        manifest["stages"][name] = {"path": str(folder), "stage_key": key, "skipped": False, "wall_s": round(wall, 1)}
+        parent_key, parent_dir = key, folder
+    write_result(out / "manifest.json", "organism-build", STAGE_SCHEMA_VERSION, manifest, seed=seed,
+                 inputs={"preset": recipe.preset, "freeze": freeze, "partition": partition})
+    return manifest
+
+
+__all__ = ["Recipe", "RECIPES", "build", "recipe_for", "write_json_atomic"]
