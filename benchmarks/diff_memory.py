@@ -193,6 +193,7 @@ def main() -> None:
     ap.add_argument("--vision-blocks", type=int, default=4, help=f"Vision blocks to build (of {FULL_BLOCKS}).")
     ap.add_argument("--spectral", action="store_true", help="Also compute the SVD metrics in both approaches.")
     ap.add_argument("--svd-method", default="svd", choices=["svd", "gram"])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads in the measured children.")
     ap.add_argument("--shard-gb", type=float, default=1.0, help="Shard size of the synthetic checkpoints.")
     ap.add_argument("--workdir", type=Path, default=None, help="Where to build (default: a temp folder).")
     ap.add_argument("--keep", action="store_true", help="Keep the synthetic checkpoints.")
@@ -208,6 +209,10 @@ def main() -> None:
     if args.child == "idle":
         return child_idle()
     if args.child in ("diff", "obvious"):
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         fn = child_diff if args.child == "diff" else child_obvious
         return fn(args.a, args.b, args.out, args.spectral, args.svd_method)
 
@@ -227,9 +232,10 @@ def main() -> None:
               f"full embeddings + projector + patch embedding; {info['n_tensors']} tensors, "
               f"{info['bytes_per_checkpoint'] / 2**30:.2f} GiB bf16 per checkpoint in {info['n_shards']} shard(s); "
               f"built in {build_s:.1f} s")
-        print(f"spectral metrics: {'on (' + args.svd_method + ')' if args.spectral else 'off (Frobenius energy only)'}")
+        print(f"spectral metrics: {'on (' + args.svd_method + ')' if args.spectral else 'off (Frobenius energy only)'}"
+              f"; torch threads: {args.threads or 'default'}")
         common = ["--a", str(a), "--b", str(b)] + (["--spectral"] if args.spectral else []) + \
-                 ["--svd-method", args.svd_method]
+                 ["--svd-method", args.svd_method] + (["--threads", str(args.threads)] if args.threads else [])
         results = {"idle (imports only)": run_child(["--child", "idle"])}
         results["streaming diff"] = run_child(["--child", "diff", *common, "--out", str(root / "diff")])
         results["from_pretrained x2 + subtract"] = run_child(["--child", "obvious", *common, "--out",

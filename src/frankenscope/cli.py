@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from frankenscope.errors import FrankenscopeError
+from frankenscope.weights.cli import diff_cmd, merge_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="What did SFT and RL change inside a vision-language model, and where?")
@@ -16,6 +17,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Synthetic task suites and pro
 organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organism (a tiny Qwen2.5-VL).")
 app.add_typer(data_app, name="data")
 app.add_typer(organism_app, name="organism")
+app.command("diff")(diff_cmd)
+app.command("merge")(merge_cmd)
 
 
 def _fail(e: Exception) -> None:
@@ -159,7 +162,7 @@ def run_eval(model: str, out: Path, *, suite: str = "organism", data: Path | Non
     fp = model_fingerprint(model) if Path(model).exists() else None
     write_eval_result(result, out, model_source=model, model_fingerprint=fp, seed=seed, settings=settings)
     typer.echo(format_table(result))
-    return result.summary
+    return result.summary()
 
 
 @app.command("eval")
@@ -196,9 +199,9 @@ def demo(
     preset: str = typer.Option("small", help="Organism preset: small (default) or micro."),
     seed: int = typer.Option(0),
 ) -> None:
-    """The demo on the built-in organism: draw the suite, make the organism, evaluate it."""
+    """The main job on the built-in organism: draw the suite, build Base -> IN -> RL, evaluate every stage."""
     from frankenscope.data.io import write_suite
-    from frankenscope.organism.model import build_organism, save_folder
+    from frankenscope.organism.build import build
 
     t0 = time.time()
     try:
@@ -206,15 +209,35 @@ def demo(
         if not (suite / "suite.json").is_file():
             write_suite(suite, seed=seed)
         typer.echo(f"[{time.time() - t0:6.1f}s] suite ready: {suite}")
-        base = out / "organism" / "init"
-        if not (base / "config.json").is_file():
-            model, proc = build_organism(preset, seed=seed)
-            save_folder(model, proc, base)
-        typer.echo(f"[{time.time() - t0:6.1f}s] organism ready: {base}")
-        run_eval(str(base), out / "eval" / "init", data=suite, seed=seed)
+        manifest = build(out / "organism", preset=preset, seed=seed, log=typer.echo)
+        typer.echo(f"[{time.time() - t0:6.1f}s] organism ready: {out / 'organism'}")
+        rows = {}
+        for stage in manifest["stages"]:
+            res = out / "eval" / stage
+            if (res / "results.json").is_file():
+                rows[stage] = json.loads((res / "results.json").read_text())["summary"]
+                continue
+            typer.echo(f"== {stage} ==")
+            rows[stage] = run_eval(str(out / "organism" / stage), res, data=suite, seed=seed,
+                                   max_new_tokens=80)
     except FrankenscopeError as e:
         _fail(e)
+    typer.echo("\n" + _stage_table(rows))
     typer.echo(f"[{time.time() - t0:6.1f}s] demo done; results under {out}")
+
+
+def _stage_table(rows: dict[str, dict]) -> str:
+    """Markdown table: task x stage accuracy with 95% CIs."""
+    stages = list(rows)
+    tasks = sorted({t for r in rows.values() for t in r["by_task"]})
+    lines = ["| task | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
+    for t in tasks + ["overall"]:
+        cells = []
+        for st in stages:
+            m = rows[st]["overall"] if t == "overall" else rows[st]["by_task"].get(t)
+            cells.append("-" if m is None else f"{m['accuracy']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:

@@ -36,6 +36,8 @@ def diff_cmd(
     full_hash: bool = typer.Option(False, "--full-hash", help="Fingerprint inputs by hashing every byte."),
     architecture: str | None = typer.Option(None, "--architecture",
                                             help="Architecture for bare .safetensors files without config.json."),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (1 avoids MKL's slowdown on "
+                                       "busy shared machines; default: torch's choice)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Per-matrix update energy and spectra (IN - Base and RL - IN, or TO - FROM), streamed tensor by tensor."""
@@ -44,6 +46,10 @@ def diff_cmd(
     kwargs = dict(top_k=top_k, partition_spec=partition_spec, max_svd_elements=max_svd_elements,
                   svd_method=svd_method, spectral=spectral, device=device, plots=plots, full_hash=full_hash,
                   architecture=architecture, progress=progress)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
     three = (base, in_, rl)
     two = (from_, to)
     try:

@@ -109,10 +109,12 @@ def plot_energy(doc_or_path: dict[str, Any] | str | Path, path: str | Path) -> P
     return _save(fig, Path(path))
 
 
-def _grid(doc: dict[str, Any], label: str, k: int) -> list[list[float]]:
+def _grid(doc: dict[str, Any], label: str, k: int, lo: int, hi: int) -> list[list[float]]:
+    """Rows lo..hi of the unified axis (NaN where a layer has no spectrum), k ranks each."""
+    by_index = {row["unified_index"]: row["stats"][label]["spectrum_mean"] for row in doc["layers"]}
     rows = []
-    for row in doc["layers"]:
-        spec = row["stats"][label]["spectrum_mean"]
+    for idx in range(lo, hi + 1):
+        spec = by_index.get(idx, [])
         rows.append([spec[i] if i < len(spec) else math.nan for i in range(k)])
     return rows
 
@@ -125,17 +127,16 @@ def plot_spectra(doc_or_path: dict[str, Any] | str | Path, path: str | Path) -> 
 
     labels = list(doc["deltas"])
     k = doc["settings"]["top_k"]
-    grids = [np.array(_grid(doc, lb, k), dtype=float).reshape(len(doc["layers"]), k) for lb in labels]
-    finite = np.concatenate([g[np.isfinite(g)] for g in grids]) if grids else np.array([])
-    vmin = float(finite.min()) if finite.size else -1.0
-    vmin = min(vmin, -1e-6)
     idx = [row["unified_index"] for row in doc["layers"]]
+    lo, hi = (min(idx), max(idx)) if idx else (0, 0)
+    grids = [np.array(_grid(doc, lb, k, lo, hi), dtype=float).reshape(hi - lo + 1, k) for lb in labels]
+    finite = np.concatenate([g[np.isfinite(g)] for g in grids]) if grids else np.array([])
+    vmin = min(float(finite.min()) if finite.size else -1.0, -1e-6)
     fig, axs = plt.subplots(1, len(labels), figsize=(5.5 * len(labels), 6), squeeze=False)
     im = None
     for ax, lb, g in zip(axs[0], labels, grids, strict=True):
-        extent = (-0.5, k - 0.5, (max(idx) + 0.5) if idx else 0.5, (min(idx) - 0.5) if idx else -0.5)
-        im = ax.imshow(g if idx else np.zeros((1, k)), aspect="auto", cmap="viridis", vmin=vmin, vmax=0.0,
-                       extent=extent, interpolation="nearest")
+        im = ax.imshow(g, aspect="auto", cmap="viridis", vmin=vmin, vmax=0.0, interpolation="nearest",
+                       extent=(-0.5, k - 0.5, hi + 0.5, lo - 0.5))
         axis = doc["layout"]["unified_axis"]
         for y in (axis["projector"] - 0.5, axis["projector"] + 0.5):
             ax.axhline(y, color="white", lw=0.8, ls="--")
