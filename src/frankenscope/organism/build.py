@@ -71,9 +71,9 @@ def _per_task(n: int, tasks: tuple[str, ...]) -> dict[str, int]:
 RECIPES: dict[str, Recipe] = {
     "small": Recipe(
         preset="small",
-        base_items={"counting": 3000, "recognition": 2000, "attribute": 800, "ocr": 800, "grounding": 800,
+        base_items={"counting": 1500, "recognition": 4000, "attribute": 500, "ocr": 300, "grounding": 300,
                     "describe:more_than": 2000, "describe:digit_sum": 2000},
-        base_steps=1800,
+        base_steps=2000,
         in_items={"more_than": 2000, "digit_sum": 2000, "word_problem": 1500},
         in_steps=700,
         in_replay={"counting": 300, "recognition": 300},

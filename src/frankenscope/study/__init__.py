@@ -1,0 +1,1 @@
+"""Studies: one config -> every analysis for a Base -> IN -> RL triple -> one report."""

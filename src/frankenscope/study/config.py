@@ -1,0 +1,87 @@
+"""The study config (YAML): which models, how to prompt them, and the settings of every analysis."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from frankenscope.errors import FrankenscopeError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    """One checkpoint: an HF folder or hub id, and the prompt style it was trained with."""
+
+    path: str
+    prompt_style: str = "plain"
+
+
+class EvalSettings(_Strict):
+    suite: Literal["organism", "paper"] = "organism"
+    data: str | None = None          # a suite folder, or the folder with the paper datasets
+    n: int | None = None             # items per task/metric (deterministic subsample)
+    max_new_tokens: int = 80
+    batch_size: int = 32
+    benchmarks: list[str] = Field(default_factory=list)  # e.g. [mathvista, mathverse, mathvision, logicvista]
+
+
+class ProbeSettings(_Strict):
+    pairs: str | None = None         # probe pairs (jsonl / folder / paper layout); None: the organism's
+    swap_mode: Literal["cumulative", "single"] = "cumulative"
+    layers: str | None = None        # e.g. "0-27"; None: all
+    max_new_tokens: int = 16
+    reasoning_dataset: str | None = None  # None: the organism's text + v2r items
+    n: int | None = None
+    models: list[Literal["base", "in", "rl"]] = Field(default_factory=lambda: ["base", "in", "rl"])
+
+
+class FreezeSettings(_Strict):
+    enabled: bool = True             # only the organism has a built-in trainer
+    regions: list[str] = Field(default_factory=lambda: ["early", "mid", "late"])
+
+
+class StudyConfig(_Strict):
+    """Everything a study runs; recorded verbatim in every result file of the study."""
+
+    name: str
+    base: ModelSpec
+    in_: ModelSpec = Field(alias="in")
+    rl: ModelSpec
+    organism: bool = False           # the models are the built-in organism (enables RL re-runs)
+    organism_preset: str | None = None
+    partition: str = "thirds"
+    non_layer_from: Literal["early", "IN", "RL"] = "early"
+    dtype: str = "float32"
+    device: str | None = None
+    device_map: str | None = None
+    seed: int = 0
+    evaluation: EvalSettings = Field(default_factory=EvalSettings)
+    probes: ProbeSettings = Field(default_factory=ProbeSettings)
+    freeze: FreezeSettings = Field(default_factory=FreezeSettings)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def models(self) -> dict[str, ModelSpec]:
+        return {"base": self.base, "in": self.in_, "rl": self.rl}
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study YAML; errors name the file and the offending field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FrankenscopeError(f"{path}: study config not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise FrankenscopeError(f"{path}: not valid YAML ({e})") from e
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise FrankenscopeError(f"{path}: {problems}") from e
