@@ -167,19 +167,54 @@ def run_eval(model: str, out: Path, *, suite: str = "organism", data: Path | Non
 
 @app.command("eval")
 def eval_cmd(
-    model: str = typer.Argument(..., help="HF folder or hub id."),
-    out: Path = typer.Option(..., help="Output folder (results.json)."),
-    suite: str = typer.Option("organism", help="Built-in suite to evaluate on (drawn into OUT/suite)."),
-    data: Path | None = typer.Option(None, help="A suite folder, task folder or jsonl file instead of --suite."),
-    tasks: str | None = typer.Option(None, help="Comma-separated task names to keep."),
-    n: int | None = typer.Option(None, help="At most this many items per task (the first ones)."),
+    models: list[str] = typer.Argument(..., help="HF folders or hub ids; fine-grained compares them in this order."),
+    out: Path = typer.Option(..., help="Output folder."),
+    metrics: str = typer.Option("accuracy", help="accuracy (per-task accuracy, one model) | fine-grained "
+                                "(M_vis, M_v2r, M_rea and benchmarks, several models compared)."),
+    suite: str = typer.Option("organism", help="organism | paper"),
+    data: Path | None = typer.Option(None, help="A suite folder / task folder / jsonl (accuracy), or the "
+                                     "folder with the paper datasets (fine-grained --suite paper)."),
+    tasks: str | None = typer.Option(None, help="accuracy only: comma-separated task names to keep."),
+    n: int | None = typer.Option(None, help="accuracy: first N per task; fine-grained: N items per metric "
+                                 "set (seeded subsample, saved as an id list)."),
     batch_size: int = typer.Option(16), max_new_tokens: int = typer.Option(64), seed: int = typer.Option(0),
     dtype: str = typer.Option("float32"), device: str | None = typer.Option(None),
+    prompt_style: str = typer.Option("plain", help="plain|boxed|think_answer|think_boxed|STYLE.json; one, or "
+                                     "comma-separated per model."),
+    labels: str | None = typer.Option(None, help="Comma-separated column names for the models."),
+    n_per_task: int = typer.Option(50, help="Organism suite size per task (fine-grained)."),
+    benchmarks: str | None = typer.Option(None, help="paper suite: 'paper' or e.g. 'mathvista,mathverse'."),
+    max_image_pixels: int | None = typer.Option(None, help="Downscale larger images (LANCZOS)."),
+    cache: Path | None = typer.Option(None, help="SQLite response cache (default OUT/cache.sqlite)."),
+    judge: bool = typer.Option(False, help="Grade with the LLM judge (FRANKENSCOPE_JUDGE_* variables)."),
+    describe: bool | None = typer.Option(None, "--describe/--no-describe",
+                                         help="Generate image descriptions with the judge endpoint."),
+    descriptions: Path | None = typer.Option(None, help="JSON/jsonl file of image descriptions by id."),
+    no_query: bool = typer.Option(False, help="MathVista: use question+choices instead of the `query` field."),
+    from_hub: bool = typer.Option(False, help="Load datasets through HF `datasets` (needs network)."),
+    reference: str | None = typer.Option(None, help="Label of the model the others are compared with."),
 ) -> None:
-    """Greedy batched evaluation with per-task accuracy and bootstrap 95% CIs."""
+    """Greedy batched evaluation with bootstrap 95% CIs: per-task accuracy, or the paper's fine-grained metrics."""
     try:
-        run_eval(model, out, suite=suite, data=data, tasks=tasks, n=n, batch_size=batch_size,
-                 max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, device=device)
+        if metrics == "fine-grained":
+            if tasks:
+                raise FrankenscopeError("--tasks applies to --metrics accuracy only")
+            from frankenscope.evaluate.cli import finegrained_eval
+
+            finegrained_eval(models, out, suite=suite, data=data, prompt_style=prompt_style,
+                             labels=labels.split(",") if labels else None, n=n, n_per_task=n_per_task, seed=seed,
+                             benchmarks=benchmarks, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                             max_image_pixels=max_image_pixels, dtype=dtype, device=device, cache=cache,
+                             judge=judge, describe=describe, descriptions=descriptions, use_query=not no_query,
+                             from_hub=from_hub, reference=reference, echo=typer.echo)
+        elif metrics == "accuracy":
+            if len(models) != 1:
+                raise FrankenscopeError("--metrics accuracy takes exactly one MODEL (use --metrics fine-grained "
+                                        "to compare several)")
+            run_eval(models[0], out, suite=suite, data=data, tasks=tasks, n=n, batch_size=batch_size,
+                     max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, device=device)
+        else:
+            raise FrankenscopeError(f"--metrics {metrics!r}: choose accuracy or fine-grained")
     except FrankenscopeError as e:
         _fail(e)
 

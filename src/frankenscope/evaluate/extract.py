@@ -2,7 +2,11 @@
 
 Fixes the reference code's extraction bugs (reference-method.md §11.1): a leading digit followed by
 `.`, `:` or `-` is never treated as an option label, so "3.5" stays 3.5, "0.25" stays 0.25 and
-"1:2" stays "1:2". Numeric comparison uses a tight 1e-6 relative tolerance (the reference: 1%).
+"1:2" stays "1:2". Numeric comparison uses a tight 1e-6 relative tolerance (the reference: 1%),
+widened to half a unit in the last place when the item states its precision
+(`meta["precision"]` = number of decimals, as in MathVista). Text answers also match after a light
+LaTeX normalisation and, when the optional `math-verify` package is installed, by its equivalence
+check.
 """
 
 from __future__ import annotations
@@ -62,17 +66,19 @@ def _clean(s: str) -> str:
 def extract_answer(text: str) -> str:
     """The final answer in a response.
 
-    Rule, first that applies: the content of the LAST `\\boxed{...}` (balanced braces, so
-    `\\boxed{\\frac{1}{2}}` gives `\\frac{1}{2}`); the content of the last `<answer>...</answer>`; the
-    rest of the line after the last `Answer:` (case-insensitive); the whole text. The result is
-    cleaned: `**` removed, surrounding `$` stripped, one trailing period removed, whitespace stripped.
+    Rule, first that applies: the content of the last `<answer>...</answer>` (or of the last
+    `\\boxed{...}` inside it); the content of the LAST `\\boxed{...}` (balanced braces, so
+    `\\boxed{\\frac{1}{2}}` gives `\\frac{1}{2}`); the rest of the line after the last `Answer:`
+    (case-insensitive); the whole text. The result is cleaned: `**` removed, surrounding `$` stripped,
+    one trailing period removed, whitespace stripped.
     """
+    tags = _ANSWER_TAG.findall(text)
+    if tags:
+        inner = _last_boxed(tags[-1])
+        return _clean(tags[-1] if inner is None else inner)
     boxed = _last_boxed(text)
     if boxed is not None:
         return _clean(boxed)
-    tags = _ANSWER_TAG.findall(text)
-    if tags:
-        return _clean(tags[-1])
     lines = list(_ANSWER_LINE.finditer(text))
     if lines:
         return _clean(text[lines[-1].end():].split("\n", 1)[0])
@@ -152,10 +158,23 @@ def _first_word(s: str) -> str:
     return words[0] if words else ""
 
 
+def number_tolerance(item: Item) -> float:
+    """Absolute tolerance implied by `item.meta["precision"]` (decimal places): half a unit in the last
+    place, so an answer that rounds to the gold value counts; 1e-12 when the item states no precision."""
+    prec = item.meta.get("precision")
+    if prec is None or isinstance(prec, bool):
+        return 1e-12
+    try:
+        places = int(float(prec))
+    except (TypeError, ValueError):
+        return 1e-12
+    return 0.5 * 10.0 ** (-places) * (1 + 1e-9)
+
+
 def _grade_number(pred: str, item: Item) -> bool:
     gold = _gold(parse_number(item.answer), item)
     p = parse_number(pred)
-    return p is not None and math.isclose(p, gold, rel_tol=REL_TOL, abs_tol=1e-12)
+    return p is not None and math.isclose(p, gold, rel_tol=REL_TOL, abs_tol=number_tolerance(item))
 
 
 def _grade_box(pred: str, item: Item) -> bool:
@@ -189,7 +208,14 @@ def _grade_choice(pred: str, item: Item) -> bool:
     label = _option_letter(pred)
     if label and (label[0] in options or (not options and gold_letter is not None)):
         return label[0] == gold_letter
-    return normalize_text(pred) == normalize_text(gold_text)
+    if normalize_text(pred) == normalize_text(gold_text):
+        return True
+    # "145" for the option "145°": accept a number only when exactly one option states that number.
+    p = parse_number(pred)
+    if p is None or not options or not _NUMBER.fullmatch(pred.strip().replace("\u2212", "-")):
+        return False
+    hits = [k for k, v in options.items() if (q := parse_number(v)) is not None and math.isclose(p, q, rel_tol=REL_TOL)]
+    return len(hits) == 1 and hits[0] == gold_letter
 
 
 def _gold(value: Any, item: Item) -> Any:
@@ -199,25 +225,62 @@ def _gold(value: Any, item: Item) -> Any:
     return value
 
 
+_LATEX_DROP = re.compile(r"\\(?:left|right|displaystyle)(?![a-zA-Z])|\\[,!;: ]|\s+")
+
+
+def latex_normalize(s: str) -> str:
+    """A comparison key for math answers: `\\dfrac`/`\\tfrac` -> `\\frac`, `\\left`/`\\right`, thin spaces
+    and all whitespace removed, `^\\circ` and `°` dropped, lower case."""
+    s = _LATEX_TEXT.sub(r"\1", s)
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("\u00b0", "")
+    return _LATEX_DROP.sub("", s).lower()
+
+
+def _grade_text(pred: str, item: Item) -> bool:
+    if normalize_text(pred) == normalize_text(item.answer):
+        return True
+    return bool(pred.strip()) and latex_normalize(pred) == latex_normalize(item.answer)
+
+
+def math_verify_equal(pred: str, gold: str) -> bool | None:
+    """math-verify's verdict on pred == gold (gold parsed as `$gold$`, pred as `\\boxed{pred}`), or None when
+    the optional `math-verify` package is not installed or cannot parse them."""
+    try:
+        from math_verify import parse, verify  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    try:
+        g, p = parse(f"${gold}$"), parse(f"\\boxed{{{pred}}}")
+        if not g or not p:
+            return None
+        return bool(verify(g, p))
+    except Exception:  # the library raises on odd input and times out on huge expressions
+        return None
+
+
 _GRADERS: dict[str, Callable[[str, Item], bool]] = {
     "number": _grade_number,
     "word": lambda pred, item: normalize_text(pred) == normalize_text(item.answer),
     "yesno": _grade_yesno,
     "box": _grade_box,
     "choice": _grade_choice,
-    "text": lambda pred, item: normalize_text(pred) == normalize_text(item.answer),
+    "text": _grade_text,
 }
 
 
 def grade(pred_text: str, item: Item) -> bool:
     """Is the answer in a response correct? Extracts it with `extract_answer`, then by answer_type:
 
-    - number: `parse_number` of both equal within 1e-6 relative tolerance;
-    - word, text: equal after lower-casing and collapsing whitespace;
+    - number: `parse_number` of both equal within 1e-6 relative tolerance, or within half a unit in the
+      last place of `meta["precision"]` decimals;
+    - word: equal after lower-casing and collapsing whitespace;
+    - text: the same, or equal after `latex_normalize`, or (when math-verify is installed) equivalent by
+      `math_verify_equal`;
     - yesno: the first word is the gold yes/no (case-insensitive);
     - box: four numbers x1, y1, x2, y2 with IoU >= 0.5 against the gold box;
     - choice: the same option letter (only letters among `meta["choices"]` count as letters), else the
-      same option text.
+      same option text, else a bare number equal to the number of exactly one option, the gold one.
 
     An unparseable gold answer or an unknown answer_type raises FrankenscopeError naming the item.
     """
@@ -225,4 +288,9 @@ def grade(pred_text: str, item: Item) -> bool:
     if grader is None:
         raise FrankenscopeError(
             f"item {item.id!r}: unknown answer_type {item.answer_type!r}; choose one of {sorted(_GRADERS)}")
-    return grader(extract_answer(pred_text), item)
+    pred = extract_answer(pred_text)
+    if grader(pred, item):
+        return True
+    if item.answer_type == "text" and pred:
+        return bool(math_verify_equal(pred, item.answer))
+    return False

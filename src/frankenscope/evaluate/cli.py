@@ -1,0 +1,398 @@
+"""`finegrained_eval`: the library function behind `frankenscope eval MODEL... --metrics fine-grained`.
+
+It builds the metric sets of a suite, runs every model through the four conditions (with the
+response cache, so a rerun or an interrupted run only generates what is missing), grades, computes
+M_vis / M_v2r / M_rea / benchmark accuracy with CIs, compares consecutive models, and writes:
+
+    OUT/finegrained.json        versioned summary (kind "finegrained"): settings, sets, per-model metrics,
+                                2x2 tables, comparisons
+    OUT/models/<label>.json     per-model records (every response, extracted answer and grade)
+    OUT/table.md                markdown tables (abilities x models, transitions, comparisons)
+    OUT/finegrained.png         bar plot like the paper's Fig. 2
+    OUT/splits/*.json           the subsampled ids (when n is given), re-read by later runs
+    OUT/cache.sqlite            response / judge / description cache (unless `cache` names another file)
+    OUT/suite/                  the organism suite, when no data folder is given
+    OUT/descriptions.json       descriptions used for M_v2r on the paper suite (when any were generated)
+
+Suites and metric sets:
+
+- organism: the built-in synthetic suite. M_vis over the perception AND v2r items (every item with
+  an image: both kinds can be answered only by looking, and the description control is separate),
+  M_v2r over the v2r items (exact descriptions from the generator), M_rea over the text items; the
+  "benchmark" row is the accuracy over all those items (image or text condition).
+- paper: MathVista testmini general-vqa (M_vis), math-targeted-vqa (M_v2r), MATH-500 (M_rea), from
+  `data` (a folder holding MathVista/ and MATH-500/, see frankenscope.data.datasets) and, when
+  `benchmarks` is given, the average accuracy over those benchmarks (PAPER_BENCHMARKS = "paper").
+  The paper used n=100 per set with seed 123.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from frankenscope.data.schema import Item
+from frankenscope.errors import FrankenscopeError
+from frankenscope.evaluate.cache import CachedGenerator, ResponseCache
+from frankenscope.evaluate.finegrained import (
+    MetricSets,
+    compare_models,
+    indicators,
+    labels_by_condition,
+    model_metrics,
+    run_conditions,
+)
+from frankenscope.evaluate.prompts import PromptStyle, styles_for
+from frankenscope.evaluate.report import format_table, write_report
+from frankenscope.io import write_result
+
+FINEGRAINED_SCHEMA_VERSION = 1
+PAPER_MAX_IMAGE_PIXELS = 1280 * 720
+SUITES = ("organism", "paper")
+
+GeneratorFactory = Callable[[str, PromptStyle], Callable[..., list[str]]]
+
+
+# --------------------------------------------------------------------------- metric sets
+
+
+def _split(items: list[Item], n: int | None, seed: int, out: Path, name: str, used: list[str]) -> list[Item]:
+    """Subsample n items (None: all) with the split file out/splits/<name>_seed<seed>_n<n>.json (its path,
+    relative to out, is appended to `used`)."""
+    from frankenscope.data.datasets import split_file_name, subsample
+
+    if n is None:
+        return items
+    path = out / "splits" / split_file_name(name, n, seed)
+    used.append(str(path.relative_to(out)))
+    return subsample(items, n, seed, path, name=name)
+
+
+def organism_sets(out: Path, data: Path | None, n: int | None, n_per_task: int, seed: int,
+                  used: list[str]) -> tuple[MetricSets, Path]:
+    """Metric sets of the organism suite (drawn into out/suite unless `data` names a suite or item file)."""
+    from frankenscope.data.io import load_items, write_suite
+
+    prefix = "organism" if data is not None else f"organism{n_per_task}"
+    if data is None:
+        data = out / "suite"
+        meta_file = data / "suite.json"
+        current = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        if current.get("seed") != seed or current.get("n_per_task") != n_per_task:
+            write_suite(data, n_per_task=n_per_task, n_pairs=0, seed=seed)
+    items = load_items(data)
+    vis = [it for it in items if it.category in ("perception", "v2r") and it.image is not None]
+    v2r = [it for it in items if it.category == "v2r" and it.image is not None]
+    rea = [it for it in items if it.category == "text" and it.image is None]
+    sets = MetricSets(vis=_split(vis, n, seed, out, f"{prefix}_vis", used),
+                      v2r=_split(v2r, n, seed, out, f"{prefix}_v2r", used),
+                      rea=_split(rea, n, seed, out, f"{prefix}_rea", used))
+    pooled = list({it.id: it for it in sets.vis + sets.v2r + sets.rea}.values())
+    sets.bench = {"suite": pooled}
+    sets.definitions = {
+        "vis": "organism items with an image, categories perception and v2r (image vs black image)",
+        "v2r": "organism items of category v2r (image vs black image + the generator's exact description)",
+        "rea": "organism items of category text (text only)",
+        "benchmark": "accuracy over every item of the three sets (image condition, text for text items)",
+    }
+    return sets, data
+
+
+def _dataset_dir(root: Path, key: str, from_hub: bool) -> Path:
+    from frankenscope.data.datasets import DATASETS, dataset_folder
+
+    try:
+        return dataset_folder(root, key)
+    except FrankenscopeError:
+        if from_hub:
+            return root / DATASETS[key].folders[0]
+        raise
+
+
+def paper_sets(out: Path, data: Path | None, n: int | None, seed: int, benchmarks: list[str],
+               use_query: bool, from_hub: bool, used: list[str]) -> tuple[MetricSets, Path]:
+    """Metric sets of the paper suite from local dataset folders under `data`."""
+    from frankenscope.data.datasets import load_dataset_items, load_math500, load_mathvista
+
+    if data is None:
+        env = os.environ.get("FRANKENSCOPE_DATA")
+        if not env:
+            raise FrankenscopeError(
+                "the paper suite needs its datasets: pass data=DIR (--data DIR) or set FRANKENSCOPE_DATA to a folder "
+                "holding MathVista/ (testmini: testmini.json + images/, or data/testmini-*.parquet) and MATH-500/ "
+                "(test.jsonl); optional MathVerse/, MathVision/, LogicVista/, gsm8k/ for benchmarks")
+        data = Path(env)
+    image_dir = out / "images"
+    mv = load_mathvista(_dataset_dir(data, "mathvista", from_hub), use_query=use_query,
+                        image_dir=image_dir / "mathvista", from_hub=from_hub)
+    general = [it for it in mv if it.meta.get("metadata", {}).get("category") == "general-vqa"]
+    math_vqa = [it for it in mv if it.meta.get("metadata", {}).get("category") == "math-targeted-vqa"]
+    math500 = load_math500(_dataset_dir(data, "math500", from_hub), from_hub=from_hub)
+    sets = MetricSets(vis=_split(general, n, seed, out, "mathvista_general_vqa", used),
+                      v2r=_split(math_vqa, n, seed, out, "mathvista_math_vqa", used),
+                      rea=_split(math500, n, seed, out, "math500", used))
+    for name in benchmarks:
+        items = mv if name == "mathvista" else load_dataset_items(
+            name, _dataset_dir(data, name, from_hub), image_dir=image_dir / name, from_hub=from_hub)
+        sets.bench[name] = _split(items, n, seed, out, f"bench_{name}", used)
+    sets.definitions = {
+        "vis": "MathVista testmini, metadata.category == general-vqa (image vs black image)",
+        "v2r": "MathVista testmini, metadata.category == math-targeted-vqa (image vs black image + description)",
+        "rea": "MATH-500 test, text only",
+        "benchmark": "mean over benchmarks of accuracy: " + (", ".join(benchmarks) or "none"),
+    }
+    return sets, data
+
+
+def _parse_benchmarks(benchmarks: str | list[str] | None) -> list[str]:
+    from frankenscope.data.datasets import DATASETS, PAPER_BENCHMARKS
+
+    if not benchmarks:
+        return []
+    names = [b.strip().lower() for b in (benchmarks.split(",") if isinstance(benchmarks, str) else benchmarks)]
+    out: list[str] = []
+    for b in names:
+        for name in (PAPER_BENCHMARKS if b == "paper" else (b.replace("-", "").replace("_", ""),)):
+            if name not in DATASETS:
+                raise FrankenscopeError(f"unknown benchmark {b!r}; choose from {', '.join(DATASETS)} or 'paper'")
+            if name not in out:
+                out.append(name)
+    return out
+
+
+# --------------------------------------------------------------------------- descriptions
+
+
+def _read_descriptions(path: Path) -> dict[str, str]:
+    """id -> description from a JSON object {id: text | {description}} or JSON Lines rows {id, description}."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise FrankenscopeError(f"cannot read descriptions file {path}: {e}") from e
+    out: dict[str, str] = {}
+    try:
+        if path.suffix == ".jsonl":
+            for line in text.splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    out[str(row["id"])] = str(row["description"])
+        else:
+            doc = json.loads(text)
+            for k, v in doc.items():
+                out[str(k)] = str(v["description"] if isinstance(v, dict) else v)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise FrankenscopeError(f"{path}: expected {{id: description}} JSON or jsonl rows {{id, description}} ({e})") from e
+    return out
+
+
+def _attach_descriptions(sets: MetricSets, out: Path, descriptions: Path | None, describer: Any,
+                         echo: Callable[[str], None]) -> dict[str, Any]:
+    """Fill in missing descriptions of the M_v2r items (file first, then the describer); return provenance."""
+    known = _read_descriptions(descriptions) if descriptions else {}
+    generated: dict[str, dict[str, str]] = {}
+    filled: list[Item] = []
+    for it in sets.v2r:
+        desc = it.description or known.get(it.id) or known.get(str(it.meta.get("source_id")))
+        if not desc and describer is not None:
+            desc = describer.describe(it)
+            if desc:
+                generated[it.id] = {"description": desc, "model": describer.model}
+        filled.append(replace(it, description=desc) if desc != it.description else it)
+    sets.v2r = filled
+    missing = [it.id for it in filled if not it.description]
+    if missing and len(missing) == len(filled):
+        raise FrankenscopeError(
+            "M_v2r needs a description of each image: give a descriptions file (JSON {id: text} or jsonl rows "
+            "{id, description}), or enable the describer (judge/describe with FRANKENSCOPE_JUDGE_BASE_URL and "
+            "FRANKENSCOPE_JUDGE_MODEL set)")
+    if missing:
+        echo(f"warning: {len(missing)} M_v2r item(s) have no description and are recorded ungraded "
+             f"(first: {missing[:3]})")
+    if generated:
+        path = out / "descriptions.json"
+        old = json.loads(path.read_text()) if path.is_file() else {}
+        from frankenscope.io import write_json_atomic
+
+        write_json_atomic(path, {**old, **generated})
+    return {"file": str(descriptions) if descriptions else None, "generated": len(generated),
+            "missing": len(missing)}
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _LazyGenerator:
+    """Builds the real generator on first use, so a fully cached model is never loaded."""
+
+    def __init__(self, make: Callable[[], Callable[..., list[str]]]) -> None:
+        self._make = make
+        self.generator: Callable[..., list[str]] | None = None
+
+    def __call__(self, items: list[Item], **kwargs: Any) -> list[str]:
+        if self.generator is None:
+            self.generator = self._make()
+        return self.generator(items, **kwargs)
+
+
+def _labels(models: list[str], labels: list[str] | None) -> list[str]:
+    if labels is not None:
+        if len(labels) != len(models) or len(set(labels)) != len(labels):
+            raise FrankenscopeError(f"need {len(models)} distinct labels, got {labels}")
+        return labels
+    out: list[str] = []
+    for m in models:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(m.rstrip("/")).name or m) or "model"
+        label, k = base, 2
+        while label in out:
+            label, k = f"{base}-{k}", k + 1
+        out.append(label)
+    return out
+
+
+def _fingerprint(model: str) -> str:
+    from frankenscope.evaluate.runner import model_fingerprint
+
+    return model_fingerprint(model) if Path(model).is_dir() else f"id:{model}"
+
+
+def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", data: Path | None = None,
+                     prompt_style: str | list[str] = "plain", labels: list[str] | None = None,
+                     n: int | None = None, n_per_task: int = 50, seed: int = 0,
+                     benchmarks: str | list[str] | None = None, batch_size: int = 16, max_new_tokens: int = 64,
+                     max_image_pixels: int | None = None, dtype: str = "float32", device: str | None = None,
+                     cache: Path | None = None, judge: bool = False, describe: bool | None = None,
+                     descriptions: Path | None = None, use_query: bool = True, from_hub: bool = False,
+                     reference: str | None = None, n_boot: int = 2000, progress: bool = True,
+                     echo: Callable[[str], None] = print,
+                     generator_factory: GeneratorFactory | None = None) -> dict[str, Any]:
+    """Fine-grained evaluation of one or more models; writes the files listed in the module docstring and
+    returns the `finegrained.json` document.
+
+    models: HF folders or hub ids, in the order to compare (Base, IN, RL, ...); labels name them in tables
+        (default: folder names). prompt_style: one style for all or one per model (list or comma-separated;
+        names from prompts.PROMPT_STYLES or .json files). n: items per metric set and per benchmark,
+        drawn with `seed` and saved under out/splits (None: all). n_per_task: organism suite size per task.
+    benchmarks: paper suite only, dataset keys or "paper" (= MathVista, MathVerse, MathVision, LogicVista).
+    max_image_pixels: downscale larger images before the processor (default: none for the organism,
+        1280*720 for the paper suite). cache: SQLite file (default out/cache.sqlite).
+    judge: grade with the LLM judge from FRANKENSCOPE_JUDGE_* (the judge's verdict is the label; a failed
+        call leaves the item ungraded). describe: generate missing M_v2r descriptions with that endpoint
+        (default: same as judge). descriptions: a file of descriptions to use first.
+    reference: a label whose column the table's other cells are compared to. generator_factory: build the
+        generator for (model, style) yourself (API models, tests); default: transformers via HFGenerator.
+    """
+    if not models:
+        raise FrankenscopeError("finegrained_eval: give at least one model")
+    if suite not in SUITES:
+        raise FrankenscopeError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    t_start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    styles = styles_for(models, prompt_style)
+    names = _labels(models, labels)
+    bench_names = _parse_benchmarks(benchmarks)
+    if bench_names and suite != "paper":
+        raise FrankenscopeError("benchmarks are read from the paper's datasets: use them with suite 'paper'")
+    if max_image_pixels is None and suite == "paper":
+        max_image_pixels = PAPER_MAX_IMAGE_PIXELS
+    describe = judge if describe is None else describe
+    judge_config = None
+    if judge or describe:  # read the endpoint settings first, so a missing variable fails before any work
+        from frankenscope.evaluate.judge import JudgeConfig
+
+        judge_config = JudgeConfig.from_env()
+
+    split_files: list[str] = []
+    if suite == "organism":
+        sets, data_path = organism_sets(out, data, n, n_per_task, seed, split_files)
+        bench_label = "Suite accuracy (all items)"
+    else:
+        sets, data_path = paper_sets(out, data, n, seed, bench_names, use_query, from_hub, split_files)
+        bench_label = "Average benchmark accuracy"
+    sets.check()
+    if not (sets.vis or sets.v2r or sets.rea):
+        raise FrankenscopeError(f"{data_path}: no items for any metric (need items with categories "
+                                "perception/v2r with images, or text items)")
+
+    store = ResponseCache(cache or out / "cache.sqlite")
+    try:
+        client = judge_fn = describer = None
+        if judge_config is not None:
+            from frankenscope.evaluate.judge import ChatClient, Describer, LLMJudge
+
+            client = ChatClient(judge_config, store)
+            judge_fn = LLMJudge(client).grade if judge else None
+            describer = Describer(client, max_image_pixels) if describe else None
+        desc_info = _attach_descriptions(sets, out, descriptions, describer, echo) if sets.v2r else {}
+
+        model_docs: list[dict[str, Any]] = []
+        inds: list[dict[str, Any]] = []
+        for model, style, label in zip(models, styles, names, strict=True):
+            t0 = time.time()
+            echo(f"== {label} ({model}), prompt style {style.name} ==")
+            settings = {"generator": "hf" if generator_factory is None else "custom", "system": style.system,
+                        "max_new_tokens": max_new_tokens, "do_sample": False, "repetition_penalty": 1.0,
+                        "max_image_pixels": max_image_pixels, "dtype": dtype, "batch_size": batch_size}
+
+            def make(model: str = model, style: PromptStyle = style) -> Callable[..., list[str]]:
+                if generator_factory is not None:
+                    return generator_factory(model, style)
+                from frankenscope.evaluate.runner import HFGenerator
+                from frankenscope.loading import load_model
+
+                return HFGenerator(load_model(model, dtype=dtype, device=device), batch_size=batch_size,
+                                   max_new_tokens=max_new_tokens, system=style.system, progress=progress,
+                                   max_image_pixels=max_image_pixels)
+
+            fingerprint = _fingerprint(model)
+            gen = CachedGenerator(_LazyGenerator(make), store, fingerprint, settings)
+            records = run_conditions(gen, style, sets, judge_fn, log=echo)
+            summary = model_metrics(records, sets, seed=seed, n_boot=n_boot)
+            inds.append(indicators(labels_by_condition(records), sets))
+            records_file = out / "models" / f"{label}.json"
+            header = {"label": label, "model_source": model, "model_fingerprint": fingerprint,
+                      "prompt_style": style.to_dict(), "generation": settings}
+            write_result(records_file, kind="finegrained-model", schema_version=FINEGRAINED_SCHEMA_VERSION,
+                         payload={**header, **summary, "records": [asdict(r) for r in records]}, seed=seed,
+                         inputs={"model_source": model, "model_fingerprint": fingerprint, "suite": suite,
+                                 "data": str(data_path)})
+            model_docs.append({**header, **summary,
+                               "cache": {"hits": gen.hits, "misses": gen.misses, "generator_calls": gen.calls},
+                               "records_file": str(records_file.relative_to(out)),
+                               "wall_s": round(time.time() - t0, 2)})
+            echo(f"  generated {gen.misses}, cached {gen.hits}, {time.time() - t0:.1f}s")
+
+        comparisons = [{"a": names[i], "b": names[i + 1], "metrics": compare_models(inds[i], inds[i + 1], seed, n_boot)}
+                       for i in range(len(models) - 1)]
+        payload = {
+            "suite": suite, "data": str(data_path), "benchmark_label": bench_label,
+            "settings": {"n": n, "n_per_task": n_per_task if suite == "organism" else None, "seed": seed,
+                         "batch_size": batch_size, "max_new_tokens": max_new_tokens,
+                         "max_image_pixels": max_image_pixels, "dtype": dtype, "use_query": use_query,
+                         "benchmarks": bench_names, "n_boot": n_boot, "cache": str(store.path),
+                         "judge": judge_config.public() if judge_config and judge else None,
+                         "describer": judge_config.public() if judge_config and describe else None},
+            "sets": {"definitions": sets.definitions, "ids": sets.ids(),
+                     "split_files": split_files},
+            "descriptions": desc_info,
+            "judge_stats": asdict(client.stats) if client is not None else None,
+            "models": model_docs,
+            "comparisons": comparisons,
+            "wall_s": round(time.time() - t_start, 2),
+        }
+    finally:
+        store.close()
+    path = write_result(out / "finegrained.json", kind="finegrained", schema_version=FINEGRAINED_SCHEMA_VERSION,
+                        payload=payload, seed=seed,
+                        inputs={"models": models, "labels": names, "suite": suite, "data": str(data_path)})
+    doc = json.loads(path.read_text())
+    write_report(doc, out, reference)
+    echo(format_table(doc, reference))
+    echo(f"wrote {path}, {out / 'table.md'}, {out / 'finegrained.png'}")
+    return doc

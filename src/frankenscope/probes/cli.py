@@ -1,0 +1,244 @@
+"""Typer commands of the causal probes; the main app registers them as `localize vision`,
+`localize reasoning` and `attention`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from frankenscope.errors import FrankenscopeError
+
+localize_app = typer.Typer(no_args_is_help=True,
+                           help="Functional localization: visual-token swapping and layer skipping (paper Fig. 4).")
+
+#: Default organism tasks of each analysis.
+REASONING_TASKS = ("word_problem", "more_than", "digit_sum")
+ATTENTION_TASKS = ("more_than", "digit_sum")
+
+
+def _fail(e: Exception) -> None:
+    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code=2)
+
+
+def _tasks(spec: str | None) -> list[str] | None:
+    return [t.strip() for t in spec.split(",") if t.strip()] if spec else None
+
+
+def _layers(spec: str | None, n_layers: int) -> list[int]:
+    from frankenscope.weights.partition import parse_layers
+
+    if spec is None or spec.strip().lower() == "all":
+        return list(range(n_layers))
+    return parse_layers(spec, n_layers)
+
+
+def _fingerprint(model: str) -> str | None:
+    from frankenscope.evaluate.runner import model_fingerprint
+
+    return model_fingerprint(model) if (Path(model) / "config.json").is_file() else None
+
+
+def _first_n(items: list, n: int | None) -> list:
+    if n is None:
+        return items
+    seen: dict[str, int] = {}
+    kept = []
+    for it in items:
+        seen[it.task] = seen.get(it.task, 0) + 1
+        if seen[it.task] <= n:
+            kept.append(it)
+    return kept
+
+
+def load_dataset_items(dataset: str, out: Path, *, tasks: list[str] | None, default_tasks: tuple[str, ...],
+                       n: int | None, seed: int) -> tuple[list, str]:
+    """Items from a suite/task folder/jsonl, or for "organism" from a suite drawn into OUT/suite."""
+    from frankenscope.data.io import load_items, write_suite
+
+    if dataset == "organism":
+        wanted = tasks or list(default_tasks)
+        suite = out / "suite"
+        write_suite(suite, tasks=wanted, n_per_task=n or 50, n_pairs=0, seed=seed)
+        items, source = load_items(suite), f"organism suite (seed {seed}) at {suite}"
+    else:
+        items, source = load_items(dataset), dataset
+        if tasks:
+            missing = sorted(set(tasks) - {it.task for it in items})
+            if missing:
+                raise FrankenscopeError(f"{dataset}: no items of task(s) {missing}")
+    if tasks:
+        items = [it for it in items if it.task in set(tasks)]
+    return _first_n(items, n), source
+
+
+def _rate_cell(s: dict[str, Any]) -> str:
+    return f"{s['rate']:.2f}"
+
+
+def _table(tasks: dict[str, Any], key: str) -> str:
+    names = list(tasks)
+    layers = [r["layer"] for r in tasks[names[0]]["per_layer"]]
+    lines = ["| layer | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+    for i, layer in enumerate(layers):
+        lines.append(f"| {layer} | " + " | ".join(_rate_cell(tasks[t]["per_layer"][i][key]) for t in names) + " |")
+    return "\n".join(lines)
+
+
+@localize_app.command("vision")
+def localize_vision_cmd(
+    model: str = typer.Argument(..., help="HF folder or hub id (the paper probes the base model)."),
+    out: Path = typer.Option(..., help="Output folder: localize_vision.json and fig4a_change_rate.png."),
+    pairs: str = typer.Option("organism", help="Probe pairs: a jsonl file, a task folder, a folder of task folders "
+                              "(the paper's <task>/data.jsonl + <task>/images/), a suite, or 'organism'."),
+    tasks: str | None = typer.Option(None, help="Comma-separated tasks to keep (default: all)."),
+    n: int | None = typer.Option(None, help="Pairs per task: the first N of each file task (default all); "
+                                 "for 'organism' the number drawn (default 50)."),
+    mode: str = typer.Option("cumulative", help="cumulative: swap in every layer >= l (the reference); "
+                             "single: swap in layer l only."),
+    layers: str | None = typer.Option(None, help="Swap layers, e.g. '0-5,8' (default: all)."),
+    engine: str = typer.Option("fast", help="fast (exact triangular sweep) or naive (one hooked prompt pass "
+                               "per layer, the oracle)."),
+    resize_source: bool = typer.Option(False, "--resize-source", help="Resize a source image to its target's "
+                                       "size when their token grids differ (otherwise such a pair is an error)."),
+    max_new_tokens: int = typer.Option(24, help="Greedy decoding budget per answer."),
+    change_rule: str = typer.Option("exact", help="exact: normalised extracted answers differ; reference: the "
+                                    "reference code's rule (substring test for answers of >= 20 characters)."),
+    system: str | None = typer.Option(None, help="System prompt (default: none, the template's default)."),
+    seed: int = typer.Option(0, help="Seed of the organism pairs and of the bootstrap CIs."),
+    dtype: str = typer.Option("float32"), device: str | None = typer.Option(None),
+    attn: str = typer.Option("sdpa", help="Attention implementation (sdpa or eager)."),
+    plots: bool = typer.Option(True, "--plots/--no-plots"), progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Visual-token swapping per layer (Fig. 4a, Eq. 2): change rate, flip-to-source rate, unswapped accuracy."""
+    from frankenscope.loading import load_model
+    from frankenscope.probes.plots import plot_vision
+    from frankenscope.probes.swap import (
+        file_probe_inputs,
+        localize_vision,
+        organism_probe_inputs,
+        write_localize_vision,
+    )
+
+    try:
+        if pairs == "organism":
+            inputs = organism_probe_inputs(_tasks(tasks), n or 50, seed)
+            source = f"organism probe pairs (n={n or 50} per task, seed {seed})"
+        else:
+            inputs, source = file_probe_inputs(pairs, _tasks(tasks), n), pairs
+        loaded = load_model(model, dtype=dtype, device=device, attn_implementation=attn)
+        layer_list = _layers(layers, loaded.adapter.num_layers(loaded.model))
+        result = localize_vision(loaded.model, loaded.processor, loaded.adapter, inputs, layers=layer_list, mode=mode,
+                                 engine=engine, max_new_tokens=max_new_tokens, resize_source=resize_source,
+                                 change_rule=change_rule, system=system, seed=seed, progress=progress)
+        path = write_localize_vision(result, out, model_source=model, model_fingerprint=_fingerprint(model),
+                                     pairs_source=source, seed=seed)
+        fig = plot_vision(path, out) if plots else None
+    except FrankenscopeError as e:
+        _fail(e)
+        return
+    typer.echo(f"change rate per layer ({mode}, {engine} engine, {len(inputs)} pairs, {result.wall_s:.1f} s):")
+    typer.echo(_table(result.tasks, "change"))
+    acc = ", ".join(f"{t} {v['unswapped_accuracy']['rate']:.2f}" for t, v in result.tasks.items())
+    typer.echo(f"unswapped accuracy: {acc}")
+    typer.echo(f"wrote {path}" + (f" and {fig}" if fig else ""))
+
+
+@localize_app.command("reasoning")
+def localize_reasoning_cmd(
+    model: str = typer.Argument(..., help="HF folder or hub id."),
+    out: Path = typer.Option(..., help="Output folder: localize_reasoning.json and fig4b_skip_error.png."),
+    dataset: str = typer.Option("organism", help="Items: a suite, task folder or jsonl file, or 'organism' "
+                                f"(tasks {', '.join(REASONING_TASKS)} drawn into OUT/suite)."),
+    tasks: str | None = typer.Option(None, help="Comma-separated tasks to keep."),
+    n: int | None = typer.Option(None, help="Items per task (organism default 50; files: the first N)."),
+    layers: str | None = typer.Option(None, help="Layers to skip, e.g. '0-5' (default: all)."),
+    max_new_tokens: int = typer.Option(80, help="Greedy decoding budget per response."),
+    batch_items: int | None = typer.Option(None, help="Items per generate call (each adds 1 + #layers rows)."),
+    system: str | None = typer.Option(None, help="System prompt (default: none)."),
+    seed: int = typer.Option(0, help="Seed of the organism suite and of the bootstrap CIs."),
+    dtype: str = typer.Option("float32"), device: str | None = typer.Option(None),
+    plots: bool = typer.Option(True, "--plots/--no-plots"), progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Layer skipping (Fig. 4b): error rate with each decoder layer skipped, and its increase over no skip."""
+    from frankenscope.loading import load_model
+    from frankenscope.probes.plots import plot_reasoning
+    from frankenscope.probes.skip import localize_reasoning, write_localize_reasoning
+
+    try:
+        items, source = load_dataset_items(dataset, out, tasks=_tasks(tasks), default_tasks=REASONING_TASKS,
+                                           n=n, seed=seed)
+        loaded = load_model(model, dtype=dtype, device=device)
+        layer_list = _layers(layers, loaded.adapter.num_layers(loaded.model))
+        result = localize_reasoning(loaded.model, loaded.processor, loaded.adapter, items, layers=layer_list,
+                                    max_new_tokens=max_new_tokens, batch_items=batch_items, system=system,
+                                    seed=seed, progress=progress)
+        path = write_localize_reasoning(result, out, model_source=model, model_fingerprint=_fingerprint(model),
+                                        data_source=source, seed=seed)
+        fig = plot_reasoning(path, out) if plots else None
+    except FrankenscopeError as e:
+        _fail(e)
+        return
+    typer.echo(f"error rate per skipped layer ({len(items)} items, {result.wall_s:.1f} s):")
+    typer.echo(_table(result.tasks, "error"))
+    base = ", ".join(f"{t} {v['baseline_error']['rate']:.2f}" for t, v in result.tasks.items())
+    typer.echo(f"error with no layer skipped: {base}")
+    typer.echo(f"wrote {path}" + (f" and {fig}" if fig else ""))
+
+
+def attention_cmd(
+    models: tuple[str, str] = typer.Option(..., "--models", help="Two models, e.g. the IN and the RL checkpoint."),
+    out: Path = typer.Option(..., help="Output folder: attention.json and fig3_attention.png."),
+    labels: str = typer.Option("IN,RL", help="Comma-separated labels of the two models."),
+    dataset: str = typer.Option("organism", help="Items with images: a suite, task folder or jsonl file, or "
+                                f"'organism' (tasks {', '.join(ATTENTION_TASKS)} drawn into OUT/suite)."),
+    tasks: str | None = typer.Option(None, help="Comma-separated tasks to keep."),
+    n: int | None = typer.Option(None, help="Items per task (organism default 50; files: the first N)."),
+    layers: str | None = typer.Option(None, help="Layers to measure (default: all)."),
+    max_new_tokens: int = typer.Option(80, help="Greedy decoding budget of the responses."),
+    batch_size: int = typer.Option(16, help="Generation batch size."),
+    system: str | None = typer.Option(None, help="System prompt (default: none)."),
+    seed: int = typer.Option(0, help="Seed of the organism suite and of the bootstrap CIs."),
+    dtype: str = typer.Option("float32"), device: str | None = typer.Option(None),
+    plots: bool = typer.Option(True, "--plots/--no-plots"), progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Attention from response (reasoning) tokens to image tokens per layer, per model and the difference (Fig. 3)."""
+    from frankenscope.loading import load_model
+    from frankenscope.probes.attention import attention_shift, write_attention
+    from frankenscope.probes.plots import plot_attention
+
+    names = [x.strip() for x in labels.split(",")]
+    try:
+        if len(names) != len(models) or len(set(names)) != len(names):
+            raise FrankenscopeError(f"--labels needs {len(models)} distinct names, got {labels!r}")
+        items, source = load_dataset_items(dataset, out, tasks=_tasks(tasks), default_tasks=ATTENTION_TASKS,
+                                           n=n, seed=seed)
+        t0 = time.time()
+        loaded = {}
+        for name, path in zip(names, models, strict=True):
+            m = load_model(path, dtype=dtype, device=device, attn_implementation="eager")
+            loaded[name] = (m.model, m.processor, m.adapter)
+        n_layers = next(iter(loaded.values()))[2].num_layers(next(iter(loaded.values()))[0])
+        result = attention_shift(loaded, items, layers=_layers(layers, n_layers), max_new_tokens=max_new_tokens,
+                                 batch_size=batch_size, system=system, seed=seed, progress=progress)
+        path = write_attention(result, out, models={nm: {"source": p, "fingerprint": _fingerprint(p)}
+                                                    for nm, p in zip(names, models, strict=True)},
+                               data_source=source, seed=seed)
+        fig = plot_attention(path, out) if plots else None
+    except FrankenscopeError as e:
+        _fail(e)
+        return
+    typer.echo(f"attention mass (response -> image tokens) per layer, {len(items)} items, {time.time() - t0:.1f} s:")
+    lines = ["| layer | " + " | ".join(names) + " | " + " | ".join(result.summary["differences"]) + " |",
+             "|---:|" + "---:|" * (len(names) + len(result.summary["differences"]))]
+    for i, layer in enumerate(result.layers):
+        cells = [f"{result.summary['models'][nm]['per_layer'][i]['mass']['mean']:.4f}" for nm in names]
+        for d in result.summary["differences"].values():
+            r = d["per_layer"][i]["mass"]
+            cells.append(f"{r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]")
+        lines.append(f"| {layer} | " + " | ".join(cells) + " |")
+    typer.echo("\n".join(lines))
+    typer.echo(f"wrote {path}" + (f" and {fig}" if fig else ""))
