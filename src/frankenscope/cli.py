@@ -228,51 +228,49 @@ def architectures() -> None:
         typer.echo(a)
 
 
+@app.command("study")
+def study_cmd(
+    config: Path = typer.Argument(..., help="Study YAML (see configs/)."),
+    out: Path = typer.Option(..., help="Output folder: one subfolder per analysis, report.html, report.md."),
+) -> None:
+    """Run every analysis for one Base -> IN -> RL triple and write the report; reruns skip finished units."""
+    from frankenscope.study.config import load_config
+    from frankenscope.study.run import run_study
+
+    try:
+        run_study(load_config(config), out, log=typer.echo)
+    except FrankenscopeError as e:
+        _fail(e)
+
+
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Output folder."),
     preset: str = typer.Option("small", help="Organism preset: small (default) or micro."),
     seed: int = typer.Option(0),
 ) -> None:
-    """The main job on the built-in organism: draw the suite, build Base -> IN -> RL, evaluate every stage."""
-    from frankenscope.data.io import write_suite
+    """The main job: build the organism (Base -> IN -> RL) if needed, then run the full study on it."""
+    import yaml
+
     from frankenscope.organism.build import build
+    from frankenscope.study.config import StudyConfig
+    from frankenscope.study.run import run_study
 
     t0 = time.time()
     try:
-        suite = out / "suite"
-        if not (suite / "suite.json").is_file():
-            write_suite(suite, seed=seed)
-        typer.echo(f"[{time.time() - t0:6.1f}s] suite ready: {suite}")
-        manifest = build(out / "organism", preset=preset, seed=seed, log=typer.echo)
-        typer.echo(f"[{time.time() - t0:6.1f}s] organism ready: {out / 'organism'}")
-        rows = {}
-        for stage in manifest["stages"]:
-            res = out / "eval" / stage
-            if (res / "results.json").is_file():
-                rows[stage] = json.loads((res / "results.json").read_text())["summary"]
-                continue
-            typer.echo(f"== {stage} ==")
-            rows[stage] = run_eval(str(out / "organism" / stage), res, data=suite, seed=seed,
-                                   max_new_tokens=80)
+        org = out / "organism"
+        build(org, preset=preset, seed=seed, log=typer.echo)
+        typer.echo(f"[{time.time() - t0:6.1f}s] organism ready: {org}")
+        cfg = StudyConfig.model_validate({
+            "name": f"organism-{preset}", "organism": True, "organism_preset": preset, "seed": seed,
+            "base": {"path": str(org / "base")}, "in": {"path": str(org / "in")}, "rl": {"path": str(org / "rl")},
+            "evaluation": {"n_per_task": 40 if preset == "small" else 4, "max_new_tokens": 80},
+        })
+        (out / "study.yaml").write_text(yaml.safe_dump(cfg.model_dump(by_alias=True), sort_keys=False))
+        run_study(cfg, out / "study", log=typer.echo)
     except FrankenscopeError as e:
         _fail(e)
-    typer.echo("\n" + _stage_table(rows))
-    typer.echo(f"[{time.time() - t0:6.1f}s] demo done; results under {out}")
-
-
-def _stage_table(rows: dict[str, dict]) -> str:
-    """Markdown table: task x stage accuracy with 95% CIs."""
-    stages = list(rows)
-    tasks = sorted({t for r in rows.values() for t in r["by_task"]})
-    lines = ["| task | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
-    for t in tasks + ["overall"]:
-        cells = []
-        for st in stages:
-            m = rows[st]["overall"] if t == "overall" else rows[st]["by_task"].get(t)
-            cells.append("-" if m is None else f"{m['accuracy']:.2f} [{m['ci_low']:.2f}, {m['ci_high']:.2f}]")
-        lines.append(f"| {t} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    typer.echo(f"[{time.time() - t0:6.1f}s] demo done; open {out / 'study' / 'report.html'}")
 
 
 def main() -> None:

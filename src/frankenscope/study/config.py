@@ -25,7 +25,8 @@ class ModelSpec(_Strict):
 class EvalSettings(_Strict):
     suite: Literal["organism", "paper"] = "organism"
     data: str | None = None          # a suite folder, or the folder with the paper datasets
-    n: int | None = None             # items per task/metric (deterministic subsample)
+    n: int | None = None             # items per metric set (deterministic subsample, saved as an id list)
+    n_per_task: int = 50             # organism suite: items drawn per task
     max_new_tokens: int = 80
     batch_size: int = 32
     benchmarks: list[str] = Field(default_factory=list)  # e.g. [mathvista, mathverse, mathvision, logicvista]

@@ -1,0 +1,129 @@
+"""Run every analysis of a study as resumable units, one result file each.
+
+A unit is done when its result file exists (results are written atomically, last); a rerun skips
+done units, and an interrupted unit is simply run again (fine-grained evaluation resumes from its
+response cache).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from frankenscope.io import write_result
+from frankenscope.study.config import StudyConfig
+
+STUDY_SCHEMA_VERSION = 1
+HYBRID_PLANS = ("IN:RL:RL", "IN:IN:RL", "RL:RL:IN", "RL:IN:IN", "IN:RL:IN", "RL:IN:RL")
+
+
+@dataclass
+class Unit:
+    """One analysis: `run(folder)` must write `folder/result` (atomically) when it succeeds."""
+
+    name: str
+    result: str
+    run: Callable[[Path], Any]
+
+
+def plan_dir(plan: str) -> str:
+    return plan.replace(":", "_")
+
+
+def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callable[[str], Any] = print,
+                ) -> list[Unit]:
+    """The units of a study, in order (later units may read earlier units' outputs)."""
+    from frankenscope.evaluate.cli import finegrained_eval
+    from frankenscope.weights.diff import diff_models
+    from frankenscope.weights.merge import merge_all_hybrids
+
+    m = cfg.models()
+    paths = {k: v.path for k, v in m.items()}
+    ev = cfg.evaluation
+    suite_data = ev.data
+
+    def fg(models: list[str], labels: list[str], styles: list[str]) -> Callable[[Path], Any]:
+        def run(folder: Path) -> Any:
+            return finegrained_eval(models, folder, suite=ev.suite, data=suite_data, prompt_style=",".join(styles),
+                                    labels=labels, n=ev.n, n_per_task=ev.n_per_task, seed=cfg.seed, batch_size=ev.batch_size,
+                                    max_new_tokens=ev.max_new_tokens, dtype=cfg.dtype, device=cfg.device,
+                                    benchmarks=",".join(ev.benchmarks) or None, progress=progress,
+                                    cache=out / "cache.sqlite", echo=lambda s: None)
+        return run
+
+    styles = {k: v.prompt_style for k, v in m.items()}
+    units = [Unit("finegrained", "finegrained.json",
+                  fg([paths["base"], paths["in"], paths["rl"]], ["Base", "IN", "RL"],
+                     [styles["base"], styles["in"], styles["rl"]]))]
+    units += probe_units(cfg, paths, progress=progress)
+    units.append(Unit("diff", "diff.json", lambda folder: diff_models(
+        paths["base"], paths["in"], paths["rl"], folder, partition_spec=cfg.partition, progress=progress)))
+
+    def hybrids(folder: Path) -> Any:
+        if not all((folder / "models" / plan_dir(p) / "config.json").is_file() for p in HYBRID_PLANS):
+            merge_all_hybrids({"IN": paths["in"], "RL": paths["rl"]}, folder / "models", plans=HYBRID_PLANS,
+                              partition_spec=cfg.partition, non_layer_from=cfg.non_layer_from, progress=progress)
+        hy = [str(folder / "models" / plan_dir(p)) for p in HYBRID_PLANS]
+        return fg([paths["in"], *hy, paths["rl"]], ["IN", *HYBRID_PLANS, "RL"],
+                  [styles["in"]] * (len(hy) + 1) + [styles["rl"]])(folder)
+
+    units.append(Unit("hybrids", "finegrained.json", hybrids))
+
+    if cfg.organism and cfg.freeze.enabled:
+        from frankenscope.organism.build import build
+
+        organism_root = Path(paths["in"]).parent
+
+        def frozen(folder: Path) -> Any:
+            runs = []
+            for region in cfg.freeze.regions:
+                build(organism_root, preset=cfg.organism_preset or "small", seed=cfg.seed, freeze=region,
+                      partition=cfg.partition, progress=progress, log=log)
+                runs.append(str(organism_root / f"rl-frozen-{region}"))
+            return fg([paths["in"], paths["rl"], *runs], ["IN", "RL", *[f"RL frozen {r}" for r in cfg.freeze.regions]],
+                      [styles["in"], styles["rl"], *[styles["rl"]] * len(runs)])(folder)
+
+        units.append(Unit("freeze", "finegrained.json", frozen))
+    return units
+
+
+def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False) -> list[Unit]:
+    """Attention (IN vs RL), vision localization and reasoning localization per configured model."""
+    return []
+
+
+def run_study(cfg: StudyConfig, out: str | Path, *, progress: bool = True,
+              log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Run (or resume) every unit under OUT/<unit>/, then write OUT/study.json and the report."""
+    from frankenscope.study.report import write_report
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    units = study_units(cfg, out, progress=False, log=log)
+    t_all = time.time()
+    for unit in tqdm(units, desc="study", unit="unit", disable=not progress):
+        folder = out / unit.name
+        if (folder / unit.result).is_file():
+            rows.append({"unit": unit.name, "status": "skipped (done)", "wall_s": 0.0})
+            log(f"[{unit.name}] done before, skipping")
+            continue
+        t0 = time.time()
+        log(f"[{unit.name}] running")
+        folder.mkdir(parents=True, exist_ok=True)
+        unit.run(folder)
+        rows.append({"unit": unit.name, "status": "ran", "wall_s": round(time.time() - t0, 1)})
+        log(f"[{unit.name}] finished in {time.time() - t0:.0f}s")
+    summary = {"config": cfg.model_dump(by_alias=True), "units": rows, "wall_s": round(time.time() - t_all, 1)}
+    write_result(out / "study.json", "study", STUDY_SCHEMA_VERSION, summary, seed=cfg.seed,
+                 inputs={k: v.path for k, v in cfg.models().items()})
+    report = write_report(out)
+    log("\n| unit | status | wall s |\n|---|---|---:|\n" + "\n".join(
+        f"| {r['unit']} | {r['status']} | {r['wall_s']} |" for r in rows))
+    log(f"report: {report['html']} and {report['markdown']}")
+    return summary
