@@ -16,6 +16,7 @@ Methods (all decode greedily up to ``--tokens`` new tokens, stopping a row at EO
 * ``paper``: the reference code's loop, with hooks instead of monkey-patching: one source forward,
   then per layer `model.generate` at batch 1 with `swap_projections` (re-running the vision tower),
   plus the unswapped `generate`.
+* ``fast_first`` / ``naive_first``: the same sweeps with max_new_tokens=1 (prompt passes only).
 * ``plain``: one plain greedy evaluation of the targets: `model.generate` per target at batch 1
   (``plain_b8``: the same targets in one left-padded batch of up to 8, as `frankenscope eval` does).
 
@@ -159,8 +160,12 @@ def bench_shape(name: str, model: Any, proc: Any, inputs: list[Any], reps: int, 
     def paper() -> None:
         results["paper"] = [paper_style(model, proc, ad, ep, tokens) for ep in eps]
 
+    def first_token(engine: str) -> Callable[[], None]:
+        return lambda: [sweep_pair(model, proc, ad, ep, layers, engine=engine, max_new_tokens=1) for ep in eps]
+
     methods: dict[str, Callable[[], None]] = {
         "fast": fast, "naive": naive, "paper": paper,
+        "fast_first": first_token("fast"), "naive_first": first_token("naive"),
         "plain": lambda: plain_eval(model, eps, tokens),
         "plain_b8": lambda: plain_eval_batched(model, proc, ad, [p[0] for p in pairs], [p[1] for p in pairs], tokens),
     }
@@ -199,6 +204,7 @@ def report(r: dict[str, Any]) -> str:
              "  median wall s: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items()),
              f"  naive / fast        : {ratio('naive', 'fast')}",
              f"  paper-style / fast  : {ratio('paper', 'fast')}",
+             f"  first token only, naive / fast: {ratio('naive_first', 'fast_first')}",
              f"  fast / plain (b1)   : {ratio('fast', 'plain')}",
              f"  fast / plain (b8)   : {ratio('fast', 'plain_b8')}",
              f"  answers fast==naive {r['fast_eq_naive']}, fast==paper-style (to EOS) {r['fast_eq_paper']}, "

@@ -80,3 +80,19 @@ def test_black_image_same_size():
     img = Image.new("RGB", (140, 112), (200, 10, 10))
     black = ad.black_image(img)
     assert black.size == img.size and black.getextrema() == ((0, 0), (0, 0), (0, 0))
+
+
+def test_per_example_loss_weights_examples_equally(micro):
+    """Known value: the loss is the mean over examples of each example's mean token NLL."""
+    from frankenscope.adapters import get_adapter
+    from frankenscope.organism.sft import Example, collate, encode, per_example_loss
+
+    model, proc = micro
+    ad = get_adapter(model)
+    exs = [Example("Q?", "yes"), Example("Describe.", "a long description of many characters")]
+    enc = [encode(proc, ad, e) for e in exs]
+    batch = collate(enc, proc.tokenizer.pad_token_id)
+    with torch.no_grad():
+        got = per_example_loss(model, batch)
+        singles = [model(**collate([e], proc.tokenizer.pad_token_id)).loss for e in enc]
+    assert torch.allclose(got, (singles[0] + singles[1]) / 2, atol=1e-5)

@@ -91,6 +91,24 @@ def test_fast_engine_matches_naive_oracle(rand64, pairs, mode, attn):
         model.set_attn_implementation("sdpa")
 
 
+def test_fast_engine_matches_naive_on_qwen2vl(pairs):
+    """The same exactness on the Qwen2-VL architecture (tiny random config)."""
+    from frankenscope.organism.processor import build_processor
+    from frankenscope.testing.tiny import tiny_qwen2vl
+
+    model = tiny_qwen2vl(seed=0, layers=3, initializer_range=0.2).double()
+    proc, ad = build_processor(), get_adapter(model)
+    for inp in pairs[::2]:
+        ep = _encode((model, proc, ad), inp)
+        for mode in ("cumulative", "single"):
+            fast = sweep_pair(model, proc, ad, ep, [0, 1, 2], mode=mode, engine="fast", max_new_tokens=4,
+                              keep_logits=True)
+            naive = sweep_pair(model, proc, ad, ep, [0, 1, 2], mode=mode, engine="naive", max_new_tokens=4,
+                               keep_logits=True)
+            assert fast.tokens == naive.tokens
+            torch.testing.assert_close(fast.first_logits, naive.first_logits, rtol=0, atol=1e-10)
+
+
 def test_fast_engine_subset_of_layers(rand64, pairs):
     model, proc, ad = rand64
     ep = _encode(rand64, pairs[0])

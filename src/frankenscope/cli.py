@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from frankenscope.errors import FrankenscopeError
+from frankenscope.probes.cli import attention_cmd, localize_app
 from frankenscope.weights.cli import diff_cmd, merge_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -19,6 +20,8 @@ app.add_typer(data_app, name="data")
 app.add_typer(organism_app, name="organism")
 app.command("diff")(diff_cmd)
 app.command("merge")(merge_cmd)
+app.add_typer(localize_app, name="localize")
+app.command("attention")(attention_cmd)
 
 
 def _fail(e: Exception) -> None:

@@ -71,8 +71,8 @@ def _per_task(n: int, tasks: tuple[str, ...]) -> dict[str, int]:
 RECIPES: dict[str, Recipe] = {
     "small": Recipe(
         preset="small",
-        base_items={"counting": 1500, "recognition": 4000, "attribute": 500, "ocr": 300, "grounding": 300,
-                    "describe:more_than": 2000, "describe:digit_sum": 2000},
+        base_items={"counting": 1500, "recognition": 3000, "attribute": 600, "ocr": 300, "grounding": 300,
+                    "describe:recognition": 1000, "describe:more_than": 1500, "describe:digit_sum": 1500},
         base_steps=2000,
         in_items={"more_than": 2000, "digit_sum": 2000, "word_problem": 1500},
         in_steps=700,

@@ -69,6 +69,20 @@ def collate(batch: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torc
     return out
 
 
+def per_example_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy averaged over each example's response tokens, then over examples.
+
+    L = (1/B) sum_b (1/|R_b|) sum_{t in R_b} -log p(y_t | y_<t). A plain token mean would let long
+    responses (descriptions, worked solutions) drown short answers ("yes", "3") in a mixed batch.
+    """
+    labels = batch["labels"]
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].float()
+    target = labels[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target.clamp(min=0), reduction="none")
+    mask = (target != -100).float()
+    return ((nll * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
 def lr_at(step: int, steps: int, warmup: int, peak: float) -> float:
     """Linear warmup to `peak`, then cosine decay to 0.1 * peak at the last step."""
     if step < warmup:
@@ -100,7 +114,7 @@ def train_sft(model: Any, processor: Any, adapter: VLMAdapter, examples: list[Ex
         batch = collate([encode(processor, adapter, examples[i]) for i in idx], pad_id)  # lazily: low memory
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps, warmup, lr)
-        loss = model(**batch).loss
+        loss = per_example_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +87,88 @@ def _table(tasks: dict[str, Any], key: str) -> str:
     return "\n".join(lines)
 
 
+def run_localize_vision(model: str, out: str | Path, *, pairs: str = "organism", tasks: list[str] | None = None,
+                        n: int | None = None, mode: str = "cumulative", layers: str | None = None,
+                        engine: str = "fast", resize_source: bool = False, max_new_tokens: int = 24,
+                        change_rule: str = "exact", system: str | None = None, seed: int = 0,
+                        dtype: str = "float32", device: str | None = None, attn: str = "sdpa", plots: bool = True,
+                        progress: bool = True) -> tuple[Any, Path, Path | None]:
+    """`localize vision` as a function: (VisionLocalization, path of localize_vision.json, figure or None)."""
+    from frankenscope.loading import load_model
+    from frankenscope.probes.plots import plot_vision
+    from frankenscope.probes.swap import (
+        file_probe_inputs,
+        localize_vision,
+        organism_probe_inputs,
+        write_localize_vision,
+    )
+
+    out = Path(out)
+    if pairs == "organism":
+        inputs = organism_probe_inputs(tasks, n or 50, seed)
+        source = f"organism probe pairs (n={n or 50} per task, seed {seed})"
+    else:
+        inputs, source = file_probe_inputs(pairs, tasks, n), pairs
+    loaded = load_model(model, dtype=dtype, device=device, attn_implementation=attn)
+    layer_list = _layers(layers, loaded.adapter.num_layers(loaded.model))
+    result = localize_vision(loaded.model, loaded.processor, loaded.adapter, inputs, layers=layer_list, mode=mode,
+                             engine=engine, max_new_tokens=max_new_tokens, resize_source=resize_source,
+                             change_rule=change_rule, system=system, seed=seed, progress=progress)
+    path = write_localize_vision(result, out, model_source=model, model_fingerprint=_fingerprint(model),
+                                 pairs_source=source, seed=seed)
+    return result, path, plot_vision(path, out) if plots else None
+
+
+def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organism", tasks: list[str] | None = None,
+                           n: int | None = None, layers: str | None = None, max_new_tokens: int = 80,
+                           batch_items: int | None = None, system: str | None = None, seed: int = 0,
+                           dtype: str = "float32", device: str | None = None, plots: bool = True,
+                           progress: bool = True) -> tuple[Any, Path, Path | None]:
+    """`localize reasoning` as a function: (ReasoningLocalization, path of localize_reasoning.json, figure or None)."""
+    from frankenscope.loading import load_model
+    from frankenscope.probes.plots import plot_reasoning
+    from frankenscope.probes.skip import localize_reasoning, write_localize_reasoning
+
+    out = Path(out)
+    items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=REASONING_TASKS, n=n, seed=seed)
+    loaded = load_model(model, dtype=dtype, device=device)
+    layer_list = _layers(layers, loaded.adapter.num_layers(loaded.model))
+    result = localize_reasoning(loaded.model, loaded.processor, loaded.adapter, items, layers=layer_list,
+                                max_new_tokens=max_new_tokens, batch_items=batch_items, system=system, seed=seed,
+                                progress=progress)
+    path = write_localize_reasoning(result, out, model_source=model, model_fingerprint=_fingerprint(model),
+                                    data_source=source, seed=seed)
+    return result, path, plot_reasoning(path, out) if plots else None
+
+
+def run_attention(models: dict[str, str], out: str | Path, *, dataset: str = "organism",
+                  tasks: list[str] | None = None, n: int | None = None, layers: str | None = None,
+                  max_new_tokens: int = 80, batch_size: int = 16, system: str | None = None, seed: int = 0,
+                  dtype: str = "float32", device: str | None = None, plots: bool = True,
+                  progress: bool = True) -> tuple[Any, Path, Path | None]:
+    """`attention` as a function; models: label -> path, e.g. {"IN": ..., "RL": ...} (differences are to the
+    first). Returns (AttentionShift, path of attention.json, figure or None)."""
+    from frankenscope.loading import load_model
+    from frankenscope.probes.attention import attention_shift, write_attention
+    from frankenscope.probes.plots import plot_attention
+
+    out = Path(out)
+    if not models:
+        raise FrankenscopeError("no models given")
+    items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=ATTENTION_TASKS, n=n, seed=seed)
+    loaded = {}
+    for name, path in models.items():
+        m = load_model(path, dtype=dtype, device=device, attn_implementation="eager")
+        loaded[name] = (m.model, m.processor, m.adapter)
+    model0, _, adapter0 = next(iter(loaded.values()))
+    result = attention_shift(loaded, items, layers=_layers(layers, adapter0.num_layers(model0)),
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, seed=seed,
+                             progress=progress)
+    path = write_attention(result, out, models={nm: {"source": p, "fingerprint": _fingerprint(p)}
+                                                for nm, p in models.items()}, data_source=source, seed=seed)
+    return result, path, plot_attention(path, out) if plots else None
+
+
 @localize_app.command("vision")
 def localize_vision_cmd(
     model: str = typer.Argument(..., help="HF folder or hub id (the paper probes the base model)."),
@@ -114,33 +195,15 @@ def localize_vision_cmd(
     plots: bool = typer.Option(True, "--plots/--no-plots"), progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Visual-token swapping per layer (Fig. 4a, Eq. 2): change rate, flip-to-source rate, unswapped accuracy."""
-    from frankenscope.loading import load_model
-    from frankenscope.probes.plots import plot_vision
-    from frankenscope.probes.swap import (
-        file_probe_inputs,
-        localize_vision,
-        organism_probe_inputs,
-        write_localize_vision,
-    )
-
     try:
-        if pairs == "organism":
-            inputs = organism_probe_inputs(_tasks(tasks), n or 50, seed)
-            source = f"organism probe pairs (n={n or 50} per task, seed {seed})"
-        else:
-            inputs, source = file_probe_inputs(pairs, _tasks(tasks), n), pairs
-        loaded = load_model(model, dtype=dtype, device=device, attn_implementation=attn)
-        layer_list = _layers(layers, loaded.adapter.num_layers(loaded.model))
-        result = localize_vision(loaded.model, loaded.processor, loaded.adapter, inputs, layers=layer_list, mode=mode,
-                                 engine=engine, max_new_tokens=max_new_tokens, resize_source=resize_source,
-                                 change_rule=change_rule, system=system, seed=seed, progress=progress)
-        path = write_localize_vision(result, out, model_source=model, model_fingerprint=_fingerprint(model),
-                                     pairs_source=source, seed=seed)
-        fig = plot_vision(path, out) if plots else None
+        result, path, fig = run_localize_vision(
+            model, out, pairs=pairs, tasks=_tasks(tasks), n=n, mode=mode, layers=layers, engine=engine,
+            resize_source=resize_source, max_new_tokens=max_new_tokens, change_rule=change_rule, system=system,
+            seed=seed, dtype=dtype, device=device, attn=attn, plots=plots, progress=progress)
     except FrankenscopeError as e:
         _fail(e)
         return
-    typer.echo(f"change rate per layer ({mode}, {engine} engine, {len(inputs)} pairs, {result.wall_s:.1f} s):")
+    typer.echo(f"change rate per layer ({mode}, {engine} engine, {len(result.records)} pairs, {result.wall_s:.1f} s):")
     typer.echo(_table(result.tasks, "change"))
     acc = ", ".join(f"{t} {v['unswapped_accuracy']['rate']:.2f}" for t, v in result.tasks.items())
     typer.echo(f"unswapped accuracy: {acc}")
@@ -164,25 +227,15 @@ def localize_reasoning_cmd(
     plots: bool = typer.Option(True, "--plots/--no-plots"), progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Layer skipping (Fig. 4b): error rate with each decoder layer skipped, and its increase over no skip."""
-    from frankenscope.loading import load_model
-    from frankenscope.probes.plots import plot_reasoning
-    from frankenscope.probes.skip import localize_reasoning, write_localize_reasoning
-
     try:
-        items, source = load_dataset_items(dataset, out, tasks=_tasks(tasks), default_tasks=REASONING_TASKS,
-                                           n=n, seed=seed)
-        loaded = load_model(model, dtype=dtype, device=device)
-        layer_list = _layers(layers, loaded.adapter.num_layers(loaded.model))
-        result = localize_reasoning(loaded.model, loaded.processor, loaded.adapter, items, layers=layer_list,
-                                    max_new_tokens=max_new_tokens, batch_items=batch_items, system=system,
-                                    seed=seed, progress=progress)
-        path = write_localize_reasoning(result, out, model_source=model, model_fingerprint=_fingerprint(model),
-                                        data_source=source, seed=seed)
-        fig = plot_reasoning(path, out) if plots else None
+        result, path, fig = run_localize_reasoning(
+            model, out, dataset=dataset, tasks=_tasks(tasks), n=n, layers=layers, max_new_tokens=max_new_tokens,
+            batch_items=batch_items, system=system, seed=seed, dtype=dtype, device=device, plots=plots,
+            progress=progress)
     except FrankenscopeError as e:
         _fail(e)
         return
-    typer.echo(f"error rate per skipped layer ({len(items)} items, {result.wall_s:.1f} s):")
+    typer.echo(f"error rate per skipped layer ({len(result.records)} items, {result.wall_s:.1f} s):")
     typer.echo(_table(result.tasks, "error"))
     base = ", ".join(f"{t} {v['baseline_error']['rate']:.2f}" for t, v in result.tasks.items())
     typer.echo(f"error with no layer skipped: {base}")
@@ -206,32 +259,19 @@ def attention_cmd(
     plots: bool = typer.Option(True, "--plots/--no-plots"), progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Attention from response (reasoning) tokens to image tokens per layer, per model and the difference (Fig. 3)."""
-    from frankenscope.loading import load_model
-    from frankenscope.probes.attention import attention_shift, write_attention
-    from frankenscope.probes.plots import plot_attention
-
     names = [x.strip() for x in labels.split(",")]
     try:
         if len(names) != len(models) or len(set(names)) != len(names):
             raise FrankenscopeError(f"--labels needs {len(models)} distinct names, got {labels!r}")
-        items, source = load_dataset_items(dataset, out, tasks=_tasks(tasks), default_tasks=ATTENTION_TASKS,
-                                           n=n, seed=seed)
-        t0 = time.time()
-        loaded = {}
-        for name, path in zip(names, models, strict=True):
-            m = load_model(path, dtype=dtype, device=device, attn_implementation="eager")
-            loaded[name] = (m.model, m.processor, m.adapter)
-        n_layers = next(iter(loaded.values()))[2].num_layers(next(iter(loaded.values()))[0])
-        result = attention_shift(loaded, items, layers=_layers(layers, n_layers), max_new_tokens=max_new_tokens,
-                                 batch_size=batch_size, system=system, seed=seed, progress=progress)
-        path = write_attention(result, out, models={nm: {"source": p, "fingerprint": _fingerprint(p)}
-                                                    for nm, p in zip(names, models, strict=True)},
-                               data_source=source, seed=seed)
-        fig = plot_attention(path, out) if plots else None
+        result, path, fig = run_attention(
+            dict(zip(names, models, strict=True)), out, dataset=dataset, tasks=_tasks(tasks), n=n, layers=layers,
+            max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, seed=seed, dtype=dtype,
+            device=device, plots=plots, progress=progress)
     except FrankenscopeError as e:
         _fail(e)
         return
-    typer.echo(f"attention mass (response -> image tokens) per layer, {len(items)} items, {time.time() - t0:.1f} s:")
+    n_items = len(next(iter(result.records.values())))
+    typer.echo(f"attention mass (response -> image tokens) per layer, {n_items} items, {result.wall_s:.1f} s:")
     lines = ["| layer | " + " | ".join(names) + " | " + " | ".join(result.summary["differences"]) + " |",
              "|---:|" + "---:|" * (len(names) + len(result.summary["differences"]))]
     for i, layer in enumerate(result.layers):

@@ -250,13 +250,14 @@ class BufferLayer(DynamicLayer):
         self._sync()
 
 
-def _buffers(model: nn.Module, adapter: VLMAdapter, rows: int, capacity: int,
-             like: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Empty per-layer K/V buffers [rows, kv_heads, capacity, head_dim] shaped like the layer's cached keys."""
+def _buffers(cache: DynamicCache, rows: int, capacity: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Empty per-layer K/V buffers [rows, kv_heads, capacity, head_dim] with the dtype and device of each
+    layer's keys in `cache` (layers may sit on different devices under a device_map)."""
     out = []
-    for _ in range(adapter.num_layers(model)):
-        shape = (rows, like.shape[1], capacity, like.shape[3])
-        out.append((like.new_empty(shape), like.new_empty(shape)))
+    for layer in cache.layers:
+        k, v = layer.keys, layer.values
+        out.append((k.new_empty((rows, k.shape[1], capacity, k.shape[3])),
+                    v.new_empty((rows, v.shape[1], capacity, v.shape[3]))))
     return out
 
 
@@ -304,7 +305,7 @@ def naive_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair
     with record_layer_inputs(model, adapter, [0]) as rec:
         clean_logits = _prefill(model, ep.target, ep.positions, clean_cache)
     n_rows = len(layers) + 1
-    bufs = _buffers(model, adapter, n_rows, total + decode_tokens, clean_cache.layers[0].keys)
+    bufs = _buffers(clean_cache, n_rows, total + decode_tokens)
     for (bk, bv), layer in zip(bufs, clean_cache.layers, strict=True):
         bk[-1:, :, :total], bv[-1:, :, :total] = layer.keys, layer.values
     embeds = rec.hidden[0]
@@ -334,7 +335,9 @@ def _suffix_mask(model: nn.Module, like: torch.Tensor, start: int, total: int) -
 
 
 def _layer_kwargs(recorded: dict[str, Any], start: int, total: int) -> dict[str, Any]:
-    """A decoder layer's recorded call kwargs, restricted to positions [start, total) where they are per position."""
+    """A decoder layer's recorded call kwargs for a call on positions [start, total): the rotary (cos, sin) and
+    any per-position tensor (last dimension == total, e.g. 1-D position ids) are sliced; mask and cache are
+    dropped (the caller passes its own)."""
     skip = {"hidden_states", "attention_mask", "cache", "past_key_values", "use_cache", "position_embeddings"}
     out: dict[str, Any] = {}
     for k, v in recorded.items():
@@ -373,10 +376,9 @@ def fast_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair,
     else:
         src_kv = {}
         _prefill(model, ep.source, ep.positions, src_cache, end=i1)
-    # 2. Clean target: record every layer's input at [start, P) and layer `first`'s call kwargs.
+    # 2. Clean target: record each swap layer's input at [start, P) and layer `first`'s call kwargs.
     clean_cache = DynamicCache()
-    with record_layer_inputs(model, adapter, range(first, n_layers), positions=slice(start, total),
-                             keep_kwargs=[first]) as rec:
+    with record_layer_inputs(model, adapter, layers, positions=slice(start, total), keep_kwargs=[first]) as rec:
         clean_logits = _prefill(model, ep.target, ep.positions, clean_cache)
     kwargs = _layer_kwargs(rec.kwargs[first], start, total)
     mask = _suffix_mask(model, rec.hidden[first], start, total)
@@ -384,7 +386,7 @@ def fast_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair,
     # 3. Decode buffers, row l = "swap from layers[l]", last row = unswapped. In layer j the rows of the
     #    variants that joined at or before j come first; the others hold the clean target's K/V.
     n_rows = len(layers) + 1
-    bufs = _buffers(model, adapter, n_rows, total + decode_tokens, clean_cache.layers[0].keys)
+    bufs = _buffers(clean_cache, n_rows, total + decode_tokens)
     joined = 0
     for j, (bk, bv) in enumerate(bufs):
         ck, cv = clean_cache.layers[j].keys, clean_cache.layers[j].values
@@ -405,7 +407,7 @@ def fast_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair,
     h: torch.Tensor | None = None
     for j in range(first, n_layers):
         if j in joining:
-            h = rec.hidden[j] if h is None else torch.cat([h, rec.hidden[j]])
+            h = rec.hidden[j] if h is None else torch.cat([h, rec.hidden[j].to(h.device)])
         assert h is not None
         rows = h.shape[0]
         work.layers[j] = BufferLayer(bufs[j][0][:rows], bufs[j][1][:rows], start)
@@ -582,7 +584,8 @@ def score_pair(pair: ProbePair, sweep: PairSweep, change_rule: str = "exact") ->
 
 
 def summarize_vision(records: Sequence[PairRecord], layers: Sequence[int], seed: int = 0) -> dict[str, Any]:
-    """Per task (and "all"): unswapped accuracy and, per layer, change / flip-to-source / kept rates with CIs."""
+    """Per task (and "all"): unswapped accuracy and, per layer, change / flip-to-source / kept rates with CIs
+    (flip-to-source also among the pairs whose unswapped answer was right)."""
     groups: dict[str, list[PairRecord]] = {}
     for r in records:
         groups.setdefault(r.task, []).append(r)
@@ -591,12 +594,15 @@ def summarize_vision(records: Sequence[PairRecord], layers: Sequence[int], seed:
     out: dict[str, Any] = {}
     for task, rs in groups.items():
         per_layer = []
+        right = [r for r in rs if r.unswapped_correct]
         for i, layer in enumerate(layers):
             per_layer.append({
                 "layer": layer,
                 "change": rate_summary([r.changed[i] for r in rs], seed),
                 "flip_to_source": rate_summary([r.flipped[i] for r in rs], seed),
                 "kept_target": rate_summary([r.kept[i] for r in rs], seed),
+                # Among pairs answered correctly without the swap: a flip here is caused by the swap.
+                "flip_to_source_if_unswapped_correct": rate_summary([r.flipped[i] for r in right], seed),
             })
         out[task] = {"n_pairs": len(rs), "unswapped_accuracy": rate_summary([r.unswapped_correct for r in rs], seed),
                      "per_layer": per_layer}

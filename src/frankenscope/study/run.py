@@ -94,7 +94,44 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
 
 def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False) -> list[Unit]:
     """Attention (IN vs RL), vision localization and reasoning localization per configured model."""
-    return []
+    from frankenscope.io import write_json_atomic
+    from frankenscope.probes.cli import run_attention, run_localize_reasoning, run_localize_vision
+
+    pr = cfg.probes
+    common = dict(n=pr.n, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device, progress=progress)
+    styles = {k: v.prompt_style for k, v in cfg.models().items()}
+
+    def system(model: str) -> str | None:
+        from frankenscope.evaluate.prompts import get_prompt_style
+
+        return get_prompt_style(styles[model]).system
+
+    def per_model(kind: str, run: Callable[[str, Path], Path]) -> Callable[[Path], Any]:
+        def go(folder: Path) -> Any:
+            done = {}
+            for m in pr.models:
+                done[m] = str(run(m, folder / m))
+            return write_json_atomic(folder / "summary.json", {"kind": kind, "models": done})
+        return go
+
+    def vision(m: str, folder: Path) -> Path:
+        return run_localize_vision(paths[m], folder, pairs=pr.pairs or "organism", mode=pr.swap_mode,
+                                   layers=pr.layers, max_new_tokens=pr.max_new_tokens, system=system(m),
+                                   **common)[1]
+
+    def reasoning(m: str, folder: Path) -> Path:
+        return run_localize_reasoning(paths[m], folder, dataset=pr.reasoning_dataset or "organism",
+                                      layers=pr.layers, max_new_tokens=cfg.evaluation.max_new_tokens,
+                                      system=system(m), **common)[1]
+
+    def attention(folder: Path) -> Any:
+        return run_attention({"IN": paths["in"], "RL": paths["rl"]}, folder,
+                             dataset=pr.reasoning_dataset or "organism", layers=pr.layers,
+                             max_new_tokens=cfg.evaluation.max_new_tokens, system=system("rl"), **common)
+
+    return [Unit("attention", "attention.json", attention),
+            Unit("localize-vision", "summary.json", per_model("localize-vision", vision)),
+            Unit("localize-reasoning", "summary.json", per_model("localize-reasoning", reasoning))]
 
 
 def run_study(cfg: StudyConfig, out: str | Path, *, progress: bool = True,

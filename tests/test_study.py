@@ -1,0 +1,71 @@
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from frankenscope.cli import app
+from frankenscope.errors import FrankenscopeError
+from frankenscope.study.config import load_config
+from frankenscope.study.report import indicators_from_records
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory):
+    """The micro demo run twice: the second run must reuse everything."""
+    out = tmp_path_factory.mktemp("demo") / "d"
+    first = CliRunner().invoke(app, ["demo", "--preset", "micro", "--out", str(out)])
+    first.study = json.loads((out / "study" / "study.json").read_text()) if first.exit_code == 0 else None
+    second = CliRunner().invoke(app, ["demo", "--preset", "micro", "--out", str(out)])
+    return out, first, second
+
+
+def test_micro_study_end_to_end(demo_runs):
+    out, first, _ = demo_runs
+    assert first.exit_code == 0, first.output
+    units = {u["unit"]: u["status"] for u in first.study["units"]}
+    assert all(s == "ran" for s in units.values()), units
+    for unit in ("finegrained", "diff", "hybrids", "freeze", "attention", "localize-vision",
+                 "localize-reasoning"):
+        assert unit in units, unit
+    html = (out / "study" / "report.html").read_text()
+    md = (out / "study" / "report.md").read_text()
+    for claim in ("P1", "P2", "P3", "P4", "P5", "P6", "P7"):
+        assert f"| {claim} |" in md and f"<td>{claim}</td>" in html
+    assert "data:image/png;base64," in html  # plots embedded: the page is self-contained
+    assert (out / "study" / "hybrids" / "models" / "IN_RL_RL" / "config.json").is_file()
+
+
+def test_rerun_skips_everything(demo_runs):
+    out, _, second = demo_runs
+    assert second.exit_code == 0, second.output
+    assert "training" not in second.output
+    study = json.loads((out / "study" / "study.json").read_text())
+    assert all(u["status"].startswith("skipped") for u in study["units"])
+
+
+def test_config_errors_name_file_and_field(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text("name: x\nbase: {path: a}\nin: {path: b}\nrl: {path: c}\npartition: thirds\nbogus: 1\n")
+    with pytest.raises(FrankenscopeError, match=r"s\.yaml.*bogus"):
+        load_config(bad)
+    with pytest.raises(FrankenscopeError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_ready_made_configs_validate():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) >= 5
+    for c in configs:
+        load_config(c)
+
+
+def test_indicators_follow_table_1():
+    recs = [{"id": "a", "condition": "image", "correct": True}, {"id": "a", "condition": "black", "correct": False},
+            {"id": "b", "condition": "image", "correct": True}, {"id": "b", "condition": "black", "correct": True},
+            {"id": "c", "condition": "image", "correct": True}, {"id": "c", "condition": "black_desc", "correct": True},
+            {"id": "d", "condition": "image", "correct": False}, {"id": "d", "condition": "black_desc", "correct": True},
+            {"id": "t", "condition": "text", "correct": None}]
+    ind = indicators_from_records(recs)
+    assert ind == {"M_vis": {"a": True, "b": False}, "M_v2r": {"c": True, "d": False}, "M_rea": {"t": None}}
