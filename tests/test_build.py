@@ -97,3 +97,12 @@ def test_freeze_plan_matches_frozen_parameters(builds):
 def test_bad_freeze_region_is_refused(tmp_path):
     with pytest.raises(FrankenscopeError, match="sideways"):
         build(tmp_path / "o", preset="micro", freeze="sideways", progress=False, log=lambda s: None)
+
+
+def test_stage_keys_only_depend_on_their_own_recipe():
+    from frankenscope.organism.build import recipe_for, stage_recipe
+
+    a, b = recipe_for("micro"), recipe_for("micro", rl_steps=7, rl_lr=1e-4)
+    assert stage_recipe(a, "base") == stage_recipe(b, "base")
+    assert stage_recipe(a, "in") == stage_recipe(b, "in")
+    assert stage_recipe(a, "rl") != stage_recipe(b, "rl")

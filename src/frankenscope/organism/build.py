@@ -4,8 +4,10 @@
   (the "pretrained VLM").
 - IN:   SFT from Base on worked solutions (vision-to-reasoning and text reasoning) that end in
   `Answer: X`, with a small replay of perception items.
-- RL:   GRPO from IN with a verifiable reward on vision-to-reasoning and text prompts, optionally
-  with a region of LLM layers frozen.
+- RL:   GRPO from IN with a verifiable reward on vision-to-reasoning prompts, optionally with a
+  region of LLM layers frozen. Text-only prompts are left out: TRL 1.16's GRPOTrainer fails with
+  KeyError 'pixel_values' on a VLM batch in which no prompt has an image (a mixed batch works,
+  see OrganismProcessor), and its sampler cannot guarantee an image in every batch.
 
 Every stage writes an HF folder plus stage.json (seed, recipe, data sizes and hashes, steps, wall
 time, held-out metrics); the build writes manifest.json. A stage whose key (its recipe, seed, data
@@ -77,7 +79,7 @@ RECIPES: dict[str, Recipe] = {
         in_items={"more_than": 2000, "digit_sum": 2000, "word_problem": 1500},
         in_steps=700,
         in_replay={"counting": 300, "recognition": 300},
-        rl_items={"more_than": 400, "digit_sum": 400, "word_problem": 200},
+        rl_items={"more_than": 500, "digit_sum": 500},
         rl_steps=80,
         eval_items={**_per_task(100, PERCEPTION_TASKS), **_per_task(200, V2R_TASKS), **_per_task(100, TEXT_TASKS)},
     ),
@@ -88,7 +90,7 @@ RECIPES: dict[str, Recipe] = {
         in_items={"more_than": 20, "digit_sum": 20, "word_problem": 20},
         in_steps=8,
         in_replay={"counting": 8},
-        rl_items={"more_than": 8, "word_problem": 4},
+        rl_items={"more_than": 8, "digit_sum": 4},
         rl_steps=2,
         rl_generations=4,
         rl_max_completion=16,
@@ -169,6 +171,16 @@ def data_hash(examples: list[Example] | list[dict[str, Any]]) -> str:
     return h.hexdigest()
 
 
+def stage_recipe(recipe: Recipe, stage: str) -> dict[str, Any]:
+    """The part of the recipe that determines one stage's training (its key ignores the rest, so
+    changing the RL settings never retrains Base or IN)."""
+    d = recipe.to_dict()
+    keys = {"base": ("base_items", "base_steps", "sft_lr", "batch_size", "warmup"),
+            "in": ("in_items", "in_steps", "in_replay", "in_lr", "batch_size", "warmup"),
+            "rl": tuple(k for k in d if k.startswith("rl_"))}[stage]
+    return {"preset": recipe.preset, **{k: d[k] for k in keys}}
+
+
 def _stage_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -227,7 +239,7 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
         name = stage if (stage != "rl" or not freeze) else f"rl-frozen-{freeze.replace(',', '_')}"
         folder = out / name
         data = rl_rows(recipe, seed) if stage == "rl" else stage_examples(stage, recipe, seed)
-        settings = {"stage": stage, "seed": seed, "recipe": recipe.to_dict(), "parent": parent_key,
+        settings = {"stage": stage, "seed": seed, "recipe": stage_recipe(recipe, stage), "parent": parent_key,
                     "data_sha256": data_hash(data), "freeze": freeze if stage == "rl" else None,
                     "partition": partition if stage == "rl" and freeze else None}
         key = _stage_key(settings)
