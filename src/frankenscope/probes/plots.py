@@ -121,7 +121,7 @@ def plot_attention(doc_or_path: dict[str, Any] | str | Path, out_dir: str | Path
         _band(ax, [r["layer"] for r in rows], [r[key] for r in rows], "mean", COLOURS[i % len(COLOURS)],
               MARKERS[i % len(MARKERS)], f"{label} (n={m['n_items']})")
     what = "mass (sum over image tokens)" if key == "mass" else "per-token mean (Eq. 1)"
-    ax.set_title(f"Attention from response tokens to image tokens: {what}")
+    ax.set_title(f"Response -> image attention, {what}", fontsize=10)
     ax.set_xlabel("LLM layer")
     ax.set_ylabel("mean over heads and response tokens (95% CI)")
     ax.grid(alpha=0.3)
