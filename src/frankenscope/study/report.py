@@ -150,7 +150,8 @@ def verdict_p7(out: Path) -> Verdict:
     st = "RL with the Late region frozen scores below full RL on M_v2r; freezing Early costs nothing."
     unit = out / "freeze"
     if _load(unit / "finegrained.json") is None:
-        return Verdict("P7", st, "not run", "no RL trainer for these models (freeze runs only on the organism)")
+        return Verdict("P7", st, "not run", "the freeze unit did not run: disabled in the config, or no built-in RL "
+                       "trainer for these models (it exists only for the organism)")
     late = _paired(unit, "RL", "RL frozen late", "M_v2r")
     early = _paired(unit, "RL", "RL frozen early", "M_v2r")
     ev = f"M_v2r frozen-late - RL {_fmt_ci(late, 'diff')}; frozen-early - RL {_fmt_ci(early, 'diff')}"
@@ -173,7 +174,7 @@ def verdicts(out: Path) -> list[Verdict]:
 # -- rendering -----------------------------------------------------------------------------------
 SECTIONS = (
     ("Fine-grained abilities (Fig. 2, Table 1)", "finegrained", ["finegrained.png"], "table.md"),
-    ("Attention to the image, IN vs RL (Fig. 3)", "attention", ["attention.png"], None),
+    ("Attention to the image, IN vs RL (Fig. 3)", "attention", ["*.png"], None),
     ("Vision localization by visual-token swapping (Fig. 4a)", "localize-vision", ["*.png"], None),
     ("Reasoning localization by layer skipping (Fig. 4b)", "localize-reasoning", ["*.png"], None),
     ("Update energy (Fig. 5) and diversity (Fig. 6)", "diff", ["fig5_energy.png", "fig6_*.png"], None),
