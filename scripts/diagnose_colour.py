@@ -26,7 +26,7 @@ def main(lr: float) -> None:
     adapter = get_adapter(model)
     train = [Example(it.prompt, it.answer, img) for it, img in generate_items("attribute", 2000, 5)]
     heldout = generate_items("attribute", 100, 9000)
-    gen = HFGenerator(model, proc, adapter, batch_size=32, max_new_tokens=4, progress=False)
+    gen = HFGenerator(model, proc, adapter, batch_size=32, max_new_tokens=10, progress=False)
     for rnd in range(3):
         t0 = time.time()
         train_sft(model, proc, adapter, train, steps=150, lr=lr, progress=False, seed=rnd, warmup=20)
