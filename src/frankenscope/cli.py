@@ -114,23 +114,12 @@ def organism_freeze_plan(
     typer.echo("\n".join(plan["patterns"]) if format == "regex" else json.dumps(plan, indent=2))
 
 
-def first_n_per_task(items: list, n: int) -> list:
-    """The first n items of every task, order kept."""
-    seen: dict[str, int] = {}
-    kept = []
-    for it in items:
-        seen[it.task] = seen.get(it.task, 0) + 1
-        if seen[it.task] <= n:
-            kept.append(it)
-    return kept
-
-
 def run_eval(model: str, out: Path, *, suite: str = "organism", data: Path | None = None,
              tasks: str | None = None, n: int | None = None, batch_size: int = 16,
              max_new_tokens: int = 64, seed: int = 0, dtype: str = "float32", device: str | None = None,
              progress: bool = True) -> dict:
     """Evaluate one model on a suite; write out/results.json and return its summary."""
-    from frankenscope.data.io import load_items, write_suite
+    from frankenscope.data.io import first_n_per_task, load_items, write_suite
     from frankenscope.evaluate.runner import (
         HFGenerator,
         evaluate,

@@ -325,3 +325,16 @@ def check_pair_sizes(pair: ProbePair, strict: bool = True) -> tuple[tuple[int, i
                                 f"but source {pair.source_image} is {size_s[0]}x{size_s[1]}; "
                                 "a visual-token swap needs images of the same size")
     return size_t, size_s
+
+
+def first_n_per_task(items: list[Item], n: int | None) -> list[Item]:
+    """The first n items of every task, order kept (all items when n is None)."""
+    if n is None:
+        return items
+    seen: dict[str, int] = {}
+    kept = []
+    for it in items:
+        seen[it.task] = seen.get(it.task, 0) + 1
+        if seen[it.task] <= n:
+            kept.append(it)
+    return kept

@@ -111,11 +111,9 @@ def format_report(doc: dict[str, Any], reference: str | None = None) -> str:
 
 def plot_bars(doc: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
     """Grouped bar chart (Fig. 2 style): x = ability, one bar per model, CI error bars, y = score 0-100."""
-    import matplotlib
+    from frankenscope.plotting import pyplot, save_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     models = doc["models"]
     rows = _rows(doc)
     width = 0.8 / max(1, len(models))
@@ -145,11 +143,7 @@ def plot_bars(doc: dict[str, Any], path: str | Path, title: str | None = None) -
     ax.legend(fontsize=8, ncol=min(4, len(models)))
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
-    return path
+    return save_png(fig, Path(path))
 
 
 def write_report(doc: dict[str, Any], out_dir: str | Path, reference: str | None = None) -> dict[str, Path]:

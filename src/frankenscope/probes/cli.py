@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from frankenscope.data.io import first_n_per_task
 from frankenscope.errors import FrankenscopeError
 
 localize_app = typer.Typer(no_args_is_help=True,
@@ -41,18 +42,6 @@ def _fingerprint(model: str) -> str | None:
     return model_fingerprint(model) if (Path(model) / "config.json").is_file() else None
 
 
-def _first_n(items: list, n: int | None) -> list:
-    if n is None:
-        return items
-    seen: dict[str, int] = {}
-    kept = []
-    for it in items:
-        seen[it.task] = seen.get(it.task, 0) + 1
-        if seen[it.task] <= n:
-            kept.append(it)
-    return kept
-
-
 def load_dataset_items(dataset: str, out: Path, *, tasks: list[str] | None, default_tasks: tuple[str, ...],
                        n: int | None, seed: int) -> tuple[list, str]:
     """Items from a suite/task folder/jsonl, or for "organism" from a suite drawn into OUT/suite."""
@@ -71,7 +60,7 @@ def load_dataset_items(dataset: str, out: Path, *, tasks: list[str] | None, defa
                 raise FrankenscopeError(f"{dataset}: no items of task(s) {missing}")
     if tasks:
         items = [it for it in items if it.task in set(tasks)]
-    return _first_n(items, n), source
+    return first_n_per_task(items, n), source
 
 
 def _rate_cell(s: dict[str, Any]) -> str:

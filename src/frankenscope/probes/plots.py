@@ -10,46 +10,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from frankenscope.errors import FrankenscopeError
-from frankenscope.io import atomic_path
+from frankenscope.plotting import load_result, pyplot, save_png
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-
-def _load(doc_or_path: dict[str, Any] | str | Path, kind: str, name: str) -> dict[str, Any]:
-    if isinstance(doc_or_path, dict):
-        return doc_or_path
-    p = Path(doc_or_path)
-    if p.is_dir():
-        p = p / name
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError as e:
-        raise FrankenscopeError(f"{p}: no {kind} result here") from e
-    if doc.get("kind") != kind:
-        raise FrankenscopeError(f"{p}: not a {kind} result (kind={doc.get('kind')!r})")
-    return doc
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
-    _plt().close(fig)
-    return path
 
 
 def _band(ax: Any, xs: list[int], rows: list[dict[str, Any]], key: str, colour: str, marker: str,
@@ -66,8 +33,8 @@ def _tasks(doc: dict[str, Any]) -> list[str]:
 
 def plot_vision(doc_or_path: dict[str, Any] | str | Path, out_dir: str | Path) -> Path:
     """Fig. 4a from localize_vision.json: change rate (and flip-to-source rate) per layer and task."""
-    doc = _load(doc_or_path, "localize_vision", "localize_vision.json")
-    plt = _plt()
+    doc = load_result(doc_or_path, "localize_vision", "localize_vision.json")
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharex=True)
     for i, task in enumerate(_tasks(doc)):
         rows = doc["tasks"][task]["per_layer"]
@@ -85,13 +52,13 @@ def plot_vision(doc_or_path: dict[str, Any] | str | Path, out_dir: str | Path) -
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("rate (95% CI)")
     axes[0].legend(fontsize=8)
-    return _save(fig, Path(out_dir) / "fig4a_change_rate.png")
+    return save_png(fig, Path(out_dir) / "fig4a_change_rate.png")
 
 
 def plot_reasoning(doc_or_path: dict[str, Any] | str | Path, out_dir: str | Path) -> Path:
     """Fig. 4b from localize_reasoning.json: error rate per skipped layer and task, baseline dashed."""
-    doc = _load(doc_or_path, "localize_reasoning", "localize_reasoning.json")
-    plt = _plt()
+    doc = load_result(doc_or_path, "localize_reasoning", "localize_reasoning.json")
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     for i, task in enumerate(_tasks(doc)):
         t = doc["tasks"][task]
@@ -106,13 +73,13 @@ def plot_reasoning(doc_or_path: dict[str, Any] | str | Path, out_dir: str | Path
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, Path(out_dir) / "fig4b_skip_error.png")
+    return save_png(fig, Path(out_dir) / "fig4b_skip_error.png")
 
 
 def plot_attention(doc_or_path: dict[str, Any] | str | Path, out_dir: str | Path, key: str = "mass") -> Path:
     """Fig. 3 from attention.json: attention mass per layer per model, and the difference to the first model."""
-    doc = _load(doc_or_path, "attention", "attention.json")
-    plt = _plt()
+    doc = load_result(doc_or_path, "attention", "attention.json")
+    plt = pyplot()
     diffs = doc.get("differences", {})
     fig, axes = plt.subplots(1, 2 if diffs else 1, figsize=(12 if diffs else 7, 4.2), squeeze=False)
     ax = axes[0][0]
@@ -137,4 +104,4 @@ def plot_attention(doc_or_path: dict[str, Any] | str | Path, out_dir: str | Path
         ax2.set_xlabel("LLM layer")
         ax2.grid(alpha=0.3)
         ax2.legend(fontsize=8)
-    return _save(fig, Path(out_dir) / "fig3_attention.png")
+    return save_png(fig, Path(out_dir) / "fig3_attention.png")

@@ -12,13 +12,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from frankenscope.errors import FrankenscopeError
-from frankenscope.io import atomic_path
+from frankenscope.plotting import load_result, pyplot, save_png
 
 COLOURS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd")
 STYLES = ("-", "--", "-.", ":")
@@ -26,37 +25,6 @@ SECTION_COLOURS = {"vision": "#9467bd", "projector": "#d62728", "llm": "#2ca02c"
 REGION_ALPHA = {"early": 0.05, "mid": 0.12, "late": 0.05}
 TREND_RANKS = (10, 20, 30, 40)
 _LABEL_NAMES = {"in": "IN update (IN - Base)", "rl": "RL update (RL - IN)", "delta": "update (to - from)"}
-
-
-def _load(doc_or_path: dict[str, Any] | str | Path) -> dict[str, Any]:
-    if isinstance(doc_or_path, dict):
-        return doc_or_path
-    p = Path(doc_or_path)
-    if p.is_dir():
-        p = p / "diff.json"
-    try:
-        doc = json.loads(p.read_text())
-    except FileNotFoundError as e:
-        raise FrankenscopeError(f"{p}: no diff result here") from e
-    if doc.get("kind") != "diff":
-        raise FrankenscopeError(f"{p}: not a diff result (kind={doc.get('kind')!r})")
-    return doc
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
-    _plt().close(fig)
-    return path
 
 
 def _shade(ax: Any, doc: dict[str, Any]) -> None:
@@ -86,8 +54,8 @@ def _name(label: str, doc: dict[str, Any]) -> str:
 
 def plot_energy(doc_or_path: dict[str, Any] | str | Path, path: str | Path) -> Path:
     """Fig. 5: per-layer mean ||delta||_F on the unified axis; twin y axes for two updates."""
-    doc = _load(doc_or_path)
-    plt = _plt()
+    doc = load_result(doc_or_path, "diff", "diff.json")
+    plt = pyplot()
     labels = list(doc["deltas"])
     xs = [row["unified_index"] for row in doc["layers"]]
     fig, ax = plt.subplots(figsize=(12, 4.5))
@@ -106,7 +74,7 @@ def plot_energy(doc_or_path: dict[str, Any] | str | Path, path: str | Path) -> P
     ax.set_title("Update energy per layer (mean Frobenius norm over the layer's weight matrices)", fontsize=10,
                  pad=14)
     ax.legend(handles=handles, loc="upper left", fontsize=8)
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def _grid(doc: dict[str, Any], label: str, k: int, lo: int, hi: int) -> list[list[float]]:
@@ -121,8 +89,8 @@ def _grid(doc: dict[str, Any], label: str, k: int, lo: int, hi: int) -> list[lis
 
 def plot_spectra(doc_or_path: dict[str, Any] | str | Path, path: str | Path) -> Path:
     """Fig. 6: per-update heatmaps of the layer-mean ln(s_i/s_1), layers x ranks, one colour scale."""
-    doc = _load(doc_or_path)
-    plt = _plt()
+    doc = load_result(doc_or_path, "diff", "diff.json")
+    plt = pyplot()
     import numpy as np
 
     labels = list(doc["deltas"])
@@ -149,14 +117,14 @@ def plot_spectra(doc_or_path: dict[str, Any] | str | Path, path: str | Path) -> 
     if im is not None:
         fig.colorbar(im, ax=axs[0].tolist(), label="layer mean ln(s_i / s_1)")
     fig.suptitle("Normalised singular spectra of the updates", fontsize=11)
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def plot_rank_trends(doc_or_path: dict[str, Any] | str | Path, path: str | Path,
                      ranks: tuple[int, ...] = TREND_RANKS) -> Path:
     """ln(s_r/s_1) at fixed ranks r against the layer: solid for the first update, dashed for the next."""
-    doc = _load(doc_or_path)
-    plt = _plt()
+    doc = load_result(doc_or_path, "diff", "diff.json")
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(12, 4.5))
     _shade(ax, doc)
     xs = [row["unified_index"] for row in doc["layers"]]
@@ -173,7 +141,7 @@ def plot_rank_trends(doc_or_path: dict[str, Any] | str | Path, path: str | Path,
     ax.set_ylabel("layer mean ln(s_r / s_1)")
     ax.set_title("Spectral decay at fixed ranks (steeper = more concentrated update)", fontsize=10, pad=14)
     ax.legend(fontsize=7, ncol=2)
-    return _save(fig, Path(path))
+    return save_png(fig, Path(path))
 
 
 def plot_diff(doc_or_path: dict[str, Any] | str | Path, out_dir: str | Path | None = None) -> list[Path]:
@@ -184,7 +152,7 @@ def plot_diff(doc_or_path: dict[str, Any] | str | Path, out_dir: str | Path | No
         p = Path(doc_or_path)
         out_dir = p if p.is_dir() else p.parent
     out_dir = Path(out_dir)
-    doc = _load(doc_or_path)
+    doc = load_result(doc_or_path, "diff", "diff.json")
     paths = [plot_energy(doc, out_dir / "fig5_energy.png")]
     if doc["settings"].get("spectral", True):
         paths += [plot_spectra(doc, out_dir / "fig6_spectra.png"),
