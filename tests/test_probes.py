@@ -33,7 +33,6 @@ from frankenscope.probes.swap import (
     answers_differ,
     encode_pair,
     organism_probe_inputs,
-    prompt_positions,
     sweep_pair,
 )
 
@@ -314,8 +313,15 @@ def test_prompt_positions_are_mrope(rand64, pairs):
     model, proc, ad = rand64
     ep = _encode(rand64, pairs[0])
     assert ep.positions.shape == (3, 1, ep.prompt_len)
-    assert torch.equal(prompt_positions(model, ep.target), ep.positions)
+    assert torch.equal(ad.position_ids(model, ep.target), ep.positions)
     assert int(ep.positions[0, 0, -1]) < ep.prompt_len - 1  # image rows compress the position range
+    # the explicit ids are the ones the model derives itself: same logits with and without them
+    with torch.inference_mode():
+        implicit = model(**ep.target).logits
+        explicit = model(**ep.target, position_ids=ep.positions).logits
+    torch.testing.assert_close(explicit, implicit, rtol=0, atol=0)
+    text_only = {"input_ids": ep.target["input_ids"][:, :5]}
+    assert torch.equal(ad.position_ids(model, text_only), torch.arange(5).unsqueeze(0))
 
 
 # --------------------------------------------------------------------------- CLI and the paper layout

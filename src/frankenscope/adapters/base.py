@@ -131,6 +131,15 @@ class VLMAdapter:
             out.append(list(zip(starts, ends, strict=True)))
         return out
 
+    def position_ids(self, model: nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Explicit position ids of an encoded (processor output) batch: [B, P] = 0..P-1.
+
+        Models with multimodal rotary positions (Qwen-VL's M-RoPE) override this. Probes pass the ids
+        explicitly, so no position state is carried between forward calls.
+        """
+        ids = enc["input_ids"]
+        return torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand(ids.shape[0], -1)
+
     # -- parameter names -------------------------------------------------------------------
     def param_location(self, name: str) -> ParamLocation:
         """Map a parameter name (on-disk or in-memory naming) to its component and layer."""

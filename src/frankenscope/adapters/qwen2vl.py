@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 
+import torch
 from torch import nn
 
 from frankenscope.adapters.base import AttentionProjections, VLMAdapter
+from frankenscope.errors import FrankenscopeError
 
 # Optional prefixes seen in the wild: transformers 5.x in memory (model.language_model.*,
 # model.visual.*), the hub/on-disk layout (model.layers.*, visual.*), and RL-framework exports that
@@ -58,6 +60,21 @@ class Qwen2VLAdapter(VLMAdapter):
 
     def lm_head(self, model: nn.Module) -> nn.Module:
         return model.lm_head
+
+    def position_ids(self, model: nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Qwen-VL's 3-row M-RoPE ids [3, B, P] (temporal, height, width) when the batch has images.
+
+        Computed by the model's own `get_rope_index`; it needs `mm_token_type_ids` (without them the model
+        silently falls back to 1-D positions) and is called statelessly (unlike `model.model.rope_deltas`,
+        which carries state across calls).
+        """
+        if enc.get("image_grid_thw") is None:
+            return super().position_ids(model, enc)
+        if enc.get("mm_token_type_ids") is None:
+            raise FrankenscopeError("the processor output lacks mm_token_type_ids; M-RoPE positions need it")
+        pos, _ = model.model.get_rope_index(enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
+                                            image_grid_thw=enc["image_grid_thw"])
+        return pos
 
     def canonical_name(self, name: str) -> str:
         loc = self.param_location(name)  # raises on unknown names

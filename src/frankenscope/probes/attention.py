@@ -36,7 +36,7 @@ from frankenscope.evaluate.runner import load_image
 from frankenscope.io import sha256_text, write_result
 from frankenscope.probes.hooks import capture_attention
 from frankenscope.probes.skip import _pad_id
-from frankenscope.probes.swap import _device, eos_token_ids, prompt_positions
+from frankenscope.probes.swap import _device, eos_token_ids
 
 ATTENTION_SCHEMA_VERSION = 1
 
@@ -103,7 +103,7 @@ def response_attention(model: nn.Module, processor: Any, adapter: VLMAdapter, pr
     full["input_ids"] = torch.cat([enc["input_ids"], resp], dim=1)
     if "mm_token_type_ids" in enc:
         full["mm_token_type_ids"] = torch.cat([enc["mm_token_type_ids"], torch.zeros_like(resp)], dim=1)
-    positions = prompt_positions(model, full)
+    positions = adapter.position_ids(model, full)
     img = torch.zeros(full["input_ids"].shape[1], dtype=torch.bool, device=device)
     for a, b in spans:
         img[a:b] = True

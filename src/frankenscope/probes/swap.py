@@ -135,24 +135,6 @@ def _encode(processor: Any, prompt: str, image: Image.Image, device: torch.devic
     return {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
 
 
-def prompt_positions(model: nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Explicit position ids of an encoded prompt: Qwen-VL's 3-row M-RoPE ids [3, B, P] when the model has
-    `get_rope_index`, else [B, P] = 0..P-1.
-
-    Passing them explicitly avoids two silent pitfalls (fast-swap-sweep.md): without `mm_token_type_ids`
-    the model falls back to 1-D positions, and `model.model.rope_deltas` is state carried across calls.
-    """
-    inner = getattr(model, "model", None)
-    if hasattr(inner, "get_rope_index") and enc.get("image_grid_thw") is not None:
-        if enc.get("mm_token_type_ids") is None:
-            raise FrankenscopeError("the processor output lacks mm_token_type_ids; M-RoPE positions need it")
-        pos, _ = inner.get_rope_index(enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
-                                      image_grid_thw=enc["image_grid_thw"])
-        return pos
-    ids = enc["input_ids"]
-    return torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand(ids.shape[0], -1)
-
-
 def encode_pair(model: nn.Module, processor: Any, adapter: VLMAdapter, pair: ProbePair,
                 target_image: Image.Image, source_image: Image.Image, *, resize_source: bool = False,
                 system: str | None = None) -> EncodedPair:
@@ -192,7 +174,7 @@ def encode_pair(model: nn.Module, processor: Any, adapter: VLMAdapter, pair: Pro
     if not torch.equal(enc_t["input_ids"], enc_s["input_ids"]):
         raise FrankenscopeError(f"probe pair {pair.id!r}: target and source prompts tokenize differently")
     return EncodedPair(pair_id=pair.id, target=enc_t, source=enc_s, span=spans_t[0],
-                       prompt_len=int(enc_t["input_ids"].shape[1]), positions=prompt_positions(model, enc_t))
+                       prompt_len=int(enc_t["input_ids"].shape[1]), positions=adapter.position_ids(model, enc_t))
 
 
 # --------------------------------------------------------------------------- prompt passes
