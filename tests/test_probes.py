@@ -401,3 +401,30 @@ def test_cli_attention(cli_app, micro_dir, tmp_path):
     assert 0 < layer0["mass"]["mean"] < 1
     assert layer0["per_token"]["mean"] == pytest.approx(layer0["mass"]["mean"] / 16)
     assert "RL - IN" in doc["differences"] and (out / "fig3_attention.png").is_file()
+
+
+def test_probe_datasets_by_paper_name(tmp_path):
+    """`--dataset gsm8k,math500` reads the paper's text sets from a data root; name:PATH points at one folder;
+    an unknown name is refused naming the accepted forms."""
+    from frankenscope.probes.cli import load_dataset_items
+
+    root = tmp_path / "data"
+    (root / "MATH-500").mkdir(parents=True)
+    (root / "MATH-500" / "test.jsonl").write_text("\n".join(json.dumps(
+        {"problem": f"{i}+1?", "solution": "", "answer": str(i + 1), "unique_id": f"t/{i}.json"}) for i in range(3)))
+    (root / "gsm8k").mkdir()
+    (root / "gsm8k" / "test.jsonl").write_text("\n".join(json.dumps(
+        {"question": f"{i}*2?", "answer": f"so\n#### {2 * i}"}) for i in range(4)))
+    items, source = load_dataset_items("gsm8k,math500", tmp_path / "out", tasks=None, default_tasks=(), n=2, seed=0,
+                                       data_root=str(root))
+    assert [it.id for it in items] == ["gsm8k:0", "gsm8k:1", "math500:t/0.json", "math500:t/1.json"]
+    assert [it.answer for it in items] == ["0", "2", "1", "2"]
+    assert "gsm8k:" in source and "math500:" in source
+    only, _ = load_dataset_items(f"math500:{root / 'MATH-500'}", tmp_path / "out", tasks=None, default_tasks=(),
+                                 n=None, seed=0)
+    assert len(only) == 3
+    with pytest.raises(FrankenscopeError, match="neither an existing file or folder nor a known dataset"):
+        load_dataset_items("mathh500", tmp_path / "out", tasks=None, default_tasks=(), n=None, seed=0)
+    with pytest.raises(FrankenscopeError, match="GSM8K not found under"):
+        load_dataset_items("gsm8k", tmp_path / "out", tasks=None, default_tasks=(), n=None, seed=0,
+                           data_root=str(tmp_path / "empty"))

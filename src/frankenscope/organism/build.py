@@ -48,6 +48,7 @@ class Recipe:
     in_replay: dict[str, int]
     rl_items: dict[str, int]
     rl_steps: int
+    init_range: float = 0.06
     sft_lr: float = 3e-4
     in_lr: float = 3e-4
     batch_size: int = 8
@@ -175,7 +176,7 @@ def stage_recipe(recipe: Recipe, stage: str) -> dict[str, Any]:
     """The part of the recipe that determines one stage's training (its key ignores the rest, so
     changing the RL settings never retrains Base or IN)."""
     d = recipe.to_dict()
-    keys = {"base": ("base_items", "base_steps", "sft_lr", "batch_size", "warmup"),
+    keys = {"base": ("init_range", "base_items", "base_steps", "sft_lr", "batch_size", "warmup"),
             "in": ("in_items", "in_steps", "in_replay", "in_lr", "batch_size", "warmup"),
             "rl": tuple(k for k in d if k.startswith("rl_"))}[stage]
     return {"preset": recipe.preset, **{k: d[k] for k in keys}}
@@ -253,7 +254,7 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
         t0 = time.time()
         log(f"[{name}] training ({len(data)} examples)")
         if parent_dir is None:
-            model, processor = build_organism(recipe.preset, seed=seed)
+            model, processor = build_organism(recipe.preset, seed=seed, initializer_range=recipe.init_range)
         else:
             from frankenscope.loading import load_model
 

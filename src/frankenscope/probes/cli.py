@@ -43,8 +43,19 @@ def _fingerprint(model: str) -> str | None:
 
 
 def load_dataset_items(dataset: str, out: Path, *, tasks: list[str] | None, default_tasks: tuple[str, ...],
-                       n: int | None, seed: int) -> tuple[list, str]:
-    """Items from a suite/task folder/jsonl, or for "organism" from a suite drawn into OUT/suite."""
+                       n: int | None, seed: int, data_root: str | None = None) -> tuple[list, str]:
+    """Items of a probe's dataset. `dataset` is one of:
+
+    * ``organism``: the organism's tasks, drawn into OUT/suite;
+    * a suite folder, task folder or jsonl file (an existing path);
+    * a paper dataset by name (``math500``, ``gsm8k``, ``mathvista``, ...; data/datasets.py), found under
+      `data_root` (default ``data``), or ``name:PATH`` with its folder or file; several joined by commas
+      (``gsm8k,math500``, the paper's layer-skipping data), each keeping its own task name.
+
+    n is the number of items per task (the first n; for a paper dataset its file order).
+    """
+    from frankenscope.data.datasets import DATASETS, dataset_folder
+    from frankenscope.data.datasets import load_dataset_items as load_named
     from frankenscope.data.io import load_items, write_suite
 
     if dataset == "organism":
@@ -52,13 +63,24 @@ def load_dataset_items(dataset: str, out: Path, *, tasks: list[str] | None, defa
         suite = out / "suite"
         write_suite(suite, tasks=wanted, n_per_task=n or 50, n_pairs=0, seed=seed)
         items, source = load_items(suite), f"organism suite (seed {seed}) at {suite}"
-    else:
+    elif Path(dataset).exists():
         items, source = load_items(dataset), dataset
-        if tasks:
-            missing = sorted(set(tasks) - {it.task for it in items})
-            if missing:
-                raise FrankenscopeError(f"{dataset}: no items of task(s) {missing}")
+    else:
+        items, parts = [], []
+        for entry in (e.strip() for e in dataset.split(",") if e.strip()):
+            key, _, path = entry.partition(":")
+            if key.lower().replace("-", "").replace("_", "") not in DATASETS:
+                raise FrankenscopeError(
+                    f"dataset {entry!r} is neither an existing file or folder nor a known dataset name "
+                    f"({', '.join(DATASETS)}, optionally as name:PATH), nor 'organism'")
+            where = Path(path) if path else dataset_folder(data_root or "data", key)
+            items += load_named(key, where)
+            parts.append(f"{key}:{where}")
+        source = ",".join(parts)
     if tasks:
+        missing = sorted(set(tasks) - {it.task for it in items})
+        if missing:
+            raise FrankenscopeError(f"{dataset}: no items of task(s) {missing}")
         items = [it for it in items if it.task in set(tasks)]
     return first_n_per_task(items, n), source
 
@@ -109,7 +131,8 @@ def run_localize_vision(model: str, out: str | Path, *, pairs: str = "organism",
 
 
 def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organism", tasks: list[str] | None = None,
-                           n: int | None = None, layers: str | None = None, max_new_tokens: int = 80,
+                           n: int | None = None, data_root: str | None = None, layers: str | None = None,
+                           max_new_tokens: int = 80,
                            batch_items: int | None = None, system: str | None = None, seed: int = 0,
                            dtype: str = "float32", device: str | None = None, plots: bool = True,
                            progress: bool = True) -> tuple[Any, Path, Path | None]:
@@ -119,7 +142,8 @@ def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organ
     from frankenscope.probes.skip import localize_reasoning, write_localize_reasoning
 
     out = Path(out)
-    items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=REASONING_TASKS, n=n, seed=seed)
+    items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=REASONING_TASKS, n=n, seed=seed,
+                                       data_root=data_root)
     loaded = load_model(model, dtype=dtype, device=device)
     layer_list = _layers(layers, loaded.adapter.num_layers(loaded.model))
     result = localize_reasoning(loaded.model, loaded.processor, loaded.adapter, items, layers=layer_list,
@@ -131,8 +155,8 @@ def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organ
 
 
 def run_attention(models: dict[str, str], out: str | Path, *, dataset: str = "organism",
-                  tasks: list[str] | None = None, n: int | None = None, layers: str | None = None,
-                  max_new_tokens: int = 80, batch_size: int = 16, system: str | None = None, seed: int = 0,
+                  tasks: list[str] | None = None, n: int | None = None, data_root: str | None = None,
+                  layers: str | None = None, max_new_tokens: int = 80, batch_size: int = 16, system: str | None = None, seed: int = 0,
                   dtype: str = "float32", device: str | None = None, plots: bool = True,
                   progress: bool = True) -> tuple[Any, Path, Path | None]:
     """`attention` as a function; models: label -> path, e.g. {"IN": ..., "RL": ...} (differences are to the
@@ -144,7 +168,8 @@ def run_attention(models: dict[str, str], out: str | Path, *, dataset: str = "or
     out = Path(out)
     if not models:
         raise FrankenscopeError("no models given")
-    items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=ATTENTION_TASKS, n=n, seed=seed)
+    items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=ATTENTION_TASKS, n=n, seed=seed,
+                                       data_root=data_root)
     loaded = {}
     for name, path in models.items():
         m = load_model(path, dtype=dtype, device=device, attn_implementation="eager")
@@ -203,8 +228,11 @@ def localize_vision_cmd(
 def localize_reasoning_cmd(
     model: str = typer.Argument(..., help="HF folder or hub id."),
     out: Path = typer.Option(..., help="Output folder: localize_reasoning.json and fig4b_skip_error.png."),
-    dataset: str = typer.Option("organism", help="Items: a suite, task folder or jsonl file, or 'organism' "
-                                f"(tasks {', '.join(REASONING_TASKS)} drawn into OUT/suite)."),
+    dataset: str = typer.Option("organism", help="Items: a suite, task folder or jsonl file; a paper dataset by "
+                                "name (math500, gsm8k, ... under --data-root, or name:PATH; comma-separated for "
+                                f"several, the paper uses gsm8k,math500); or 'organism' (tasks "
+                                f"{', '.join(REASONING_TASKS)} drawn into OUT/suite)."),
+    data_root: str = typer.Option("data", help="Folder holding the paper datasets named by --dataset."),
     tasks: str | None = typer.Option(None, help="Comma-separated tasks to keep."),
     n: int | None = typer.Option(None, help="Items per task (organism default 50; files: the first N)."),
     layers: str | None = typer.Option(None, help="Layers to skip, e.g. '0-5' (default: all)."),
@@ -218,7 +246,8 @@ def localize_reasoning_cmd(
     """Layer skipping (Fig. 4b): error rate with each decoder layer skipped, and its increase over no skip."""
     try:
         result, path, fig = run_localize_reasoning(
-            model, out, dataset=dataset, tasks=_tasks(tasks), n=n, layers=layers, max_new_tokens=max_new_tokens,
+            model, out, dataset=dataset, tasks=_tasks(tasks), n=n, data_root=data_root, layers=layers,
+            max_new_tokens=max_new_tokens,
             batch_items=batch_items, system=system, seed=seed, dtype=dtype, device=device, plots=plots,
             progress=progress)
     except FrankenscopeError as e:
@@ -235,8 +264,10 @@ def attention_cmd(
     models: tuple[str, str] = typer.Option(..., "--models", help="Two models, e.g. the IN and the RL checkpoint."),
     out: Path = typer.Option(..., help="Output folder: attention.json and fig3_attention.png."),
     labels: str = typer.Option("IN,RL", help="Comma-separated labels of the two models."),
-    dataset: str = typer.Option("organism", help="Items with images: a suite, task folder or jsonl file, or "
+    dataset: str = typer.Option("organism", help="Items with images: a suite, task folder or jsonl file; a "
+                                "paper dataset by name (e.g. mathvista under --data-root, or mathvista:PATH); or "
                                 f"'organism' (tasks {', '.join(ATTENTION_TASKS)} drawn into OUT/suite)."),
+    data_root: str = typer.Option("data", help="Folder holding the paper datasets named by --dataset."),
     tasks: str | None = typer.Option(None, help="Comma-separated tasks to keep."),
     n: int | None = typer.Option(None, help="Items per task (organism default 50; files: the first N)."),
     layers: str | None = typer.Option(None, help="Layers to measure (default: all)."),
@@ -253,7 +284,8 @@ def attention_cmd(
         if len(names) != len(models) or len(set(names)) != len(names):
             raise FrankenscopeError(f"--labels needs {len(models)} distinct names, got {labels!r}")
         result, path, fig = run_attention(
-            dict(zip(names, models, strict=True)), out, dataset=dataset, tasks=_tasks(tasks), n=n, layers=layers,
+            dict(zip(names, models, strict=True)), out, dataset=dataset, tasks=_tasks(tasks), n=n,
+            data_root=data_root, layers=layers,
             max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, seed=seed, dtype=dtype,
             device=device, plots=plots, progress=progress)
     except FrankenscopeError as e:

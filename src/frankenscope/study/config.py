@@ -37,7 +37,9 @@ class ProbeSettings(_Strict):
     swap_mode: Literal["cumulative", "single"] = "cumulative"
     layers: str | None = None        # e.g. "0-27"; None: all
     max_new_tokens: int = 16
-    reasoning_dataset: str | None = None  # None: the organism's text + v2r items
+    reasoning_dataset: str | None = None  # layer skipping; None: the organism's items; e.g. "gsm8k,math500"
+    attention_dataset: str | None = None  # attention IN vs RL (items with images); None: organism; e.g. mathvista
+    data: str | None = None               # folder of the paper datasets named above (default: evaluation.data)
     n: int | None = None
     models: list[Literal["base", "in", "rl"]] = Field(default_factory=lambda: ["base", "in", "rl"])
 

@@ -99,6 +99,7 @@ def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False)
 
     pr = cfg.probes
     common = dict(n=pr.n, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device, progress=progress)
+    data_root = pr.data or cfg.evaluation.data
     styles = {k: v.prompt_style for k, v in cfg.models().items()}
 
     def system(model: str) -> str | None:
@@ -120,13 +121,13 @@ def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False)
                                    **common)[1]
 
     def reasoning(m: str, folder: Path) -> Path:
-        return run_localize_reasoning(paths[m], folder, dataset=pr.reasoning_dataset or "organism",
+        return run_localize_reasoning(paths[m], folder, dataset=pr.reasoning_dataset or "organism", data_root=data_root,
                                       layers=pr.layers, max_new_tokens=cfg.evaluation.max_new_tokens,
                                       system=system(m), **common)[1]
 
     def attention(folder: Path) -> Any:
         return run_attention({"IN": paths["in"], "RL": paths["rl"]}, folder,
-                             dataset=pr.reasoning_dataset or "organism", layers=pr.layers,
+                             dataset=pr.attention_dataset or "organism", data_root=data_root, layers=pr.layers,
                              max_new_tokens=cfg.evaluation.max_new_tokens, system=system("rl"), **common)
 
     return [Unit("attention", "attention.json", attention),
