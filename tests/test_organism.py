@@ -1,3 +1,7 @@
+import random
+import re
+import string
+
 import torch
 from PIL import Image
 
@@ -10,16 +14,34 @@ from frankenscope.organism.tokenizer import build_tokenizer
 
 def test_tokenizer_round_trip(tmp_path):
     tok = build_tokenizer()
-    text = "How many shapes? 3 + 4 = 7.\nAnswer: 7 \\boxed{7} (x1,y1)"
+    text = "How many shapes? 3 + 4 = 7.\nAnswer: 7 \\boxed{7} (x1,y1)  ####  unknownword Zebras"
     ids = tok(text)["input_ids"]
-    assert len(ids) == len(text)  # one token per character
     assert tok.decode(ids) == text
+    assert tok.convert_ids_to_tokens(tok("How many shapes? 12")["input_ids"]) == [
+        "How", " many", " shapes", "?", " ", "1", "2"]  # task words whole, digits one by one
+    assert tok.convert_ids_to_tokens(tok(" Zebra")["input_ids"]) == [" ", "##Z", "##e", "##b", "##r", "##a"]
+    rng = random.Random(0)
+    alphabet = string.ascii_letters + string.digits + string.punctuation + " \n"
+    for _ in range(200):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        assert tok.decode(tok(s)["input_ids"]) == s, repr(s)
     tok.save_pretrained(tmp_path)
     from transformers import AutoTokenizer
 
     back = AutoTokenizer.from_pretrained(tmp_path)
     assert back(text)["input_ids"] == ids
     assert back.convert_tokens_to_ids("<|image_pad|>") == tok.convert_tokens_to_ids("<|image_pad|>")
+
+
+def test_every_task_word_is_one_token():
+    from frankenscope.organism.tasks import ITEM_TASKS, generate_items
+
+    tok = build_tokenizer()
+    for task in ITEM_TASKS:
+        for it, _ in generate_items(task, 60, 3):
+            for text in (it.prompt, it.answer, it.description or "", it.solution or ""):
+                for word in re.findall(r"[A-Za-z]+", text):
+                    assert len(tok(" " + word)["input_ids"]) == 1, (task, word)
 
 
 def test_presets_have_expected_sizes():

@@ -74,6 +74,8 @@ WORDS = (
 )
 
 MARGIN = 2  # px kept free on each side of a grid cell: shapes in neighbouring cells are >= 4 px apart
+GRID = 4  # scenes are a 4 x 4 grid of 28 px cells: each cell is exactly one merged image token (2 x 2 patches)
+JITTER = 2  # px an object may sit off its cell's centre
 
 COUNTING_PROMPT = "How many shapes are in the image?"
 OCR_PROMPT = "What word is written in the image?"
@@ -130,24 +132,25 @@ def draw_shapes(shapes: list[Shape]) -> Image.Image:
     return img
 
 
-def _grid_boxes(rng: random.Random, sizes: list[int], grid: int,
+def _grid_boxes(rng: random.Random, sizes: list[int], grid: int = GRID,
                 cells: list[int] | None = None) -> list[tuple[int, int, int, int]]:
     """Square boxes of the given side lengths, one per distinct cell of a grid x grid layout.
 
-    `cells` fixes the cell of each box (default: distinct random cells); the position inside a cell
-    is random, keeping MARGIN px free on every side of the cell.
+    `cells` fixes the cell of each box (default: distinct random cells). A box sits at its cell's
+    centre, moved by up to JITTER px in x and y, and keeps MARGIN px free on every side of the cell.
     """
     cell = IMAGE_SIZE // grid
     if cells is None:
         cells = rng.sample(range(grid * grid), len(sizes))
     boxes = []
     for c, side in zip(cells, sizes, strict=True):
-        if side > cell - 2 * MARGIN:
+        slack = cell - 2 * MARGIN - side
+        if slack < 0:
             raise ValueError(f"shape side {side} does not fit a {cell}px cell")
-        cx, cy = (c % grid) * cell, (c // grid) * cell
-        x = rng.randint(cx + MARGIN, cx + cell - MARGIN - side)
-        y = rng.randint(cy + MARGIN, cy + cell - MARGIN - side)
-        boxes.append((x, y, x + side, y + side))
+        cx, cy = (c % grid) * cell + MARGIN, (c // grid) * cell + MARGIN
+        ox = min(slack, max(0, slack // 2 + rng.randint(-JITTER, JITTER)))
+        oy = min(slack, max(0, slack // 2 + rng.randint(-JITTER, JITTER)))
+        boxes.append((cx + ox, cy + oy, cx + ox + side, cy + oy + side))
     return boxes
 
 
@@ -229,7 +232,7 @@ _Gen = tuple[str, str, str | None, str | None, dict[str, Any], Image.Image | Non
 
 def _gen_counting(rng: random.Random, i: int, seed: int) -> _Gen:
     n = rng.randint(1, 9)
-    shapes = _random_shapes(rng, n, grid=4, sizes=(14, 20))
+    shapes = _random_shapes(rng, n, grid=GRID, sizes=(16, 22))
     desc = f"The image shows {_plural(n, 'shape')}."
     meta = {"count": n, "objects": [s.to_dict() for s in shapes]}
     return COUNTING_PROMPT, str(n), desc, None, meta, draw_shapes(shapes)
@@ -251,7 +254,7 @@ def _box_str(box: tuple[int, int, int, int] | list[int]) -> str:
 
 
 def _gen_grounding(rng: random.Random, i: int, seed: int) -> _Gen:
-    shapes = _random_shapes(rng, rng.randint(1, 3), grid=3, sizes=(14, 28), distinct=True)
+    shapes = _random_shapes(rng, rng.randint(1, 3), grid=GRID, sizes=(14, 22), distinct=True)
     target = rng.choice(shapes)
     meta = {"object_name": target.name, "target_index": shapes.index(target),
             "objects": [s.to_dict() for s in shapes]}
@@ -273,21 +276,21 @@ def _recognition_query(rng: random.Random, shapes: list[Shape], want_yes: bool) 
 def _gen_recognition(rng: random.Random, i: int, seed: int) -> _Gen:
     # Items come in consecutive pairs (0,1), (2,3), ... holding one "yes" and one "no" each.
     want_yes = (i % 2 == 0) == (random.Random(f"recognition-balance:{seed}:{i // 2}").random() < 0.5)
-    shapes = _random_shapes(rng, rng.randint(1, 4), grid=3, sizes=(14, 24), distinct=True)
+    shapes = _random_shapes(rng, rng.randint(1, 4), grid=GRID, sizes=(16, 22), distinct=True)
     name = _recognition_query(rng, shapes, want_yes)
     answer = "yes" if want_yes else "no"
     meta = {"object_name": name, "objects": [s.to_dict() for s in shapes]}
     return RECOGNITION_PROMPT.format(name=name), answer, _scene_description(shapes), None, meta, draw_shapes(shapes)
 
 
-ATTRIBUTE_SIZES = (8, 12, 18, 28)  # each >= 1.5x the previous: the largest shape is unambiguous
+ATTRIBUTE_SIZES = (8, 12, 17, 24)  # each >= 1.4x the previous: the largest shape is unambiguous
 
 
 def _gen_attribute(rng: random.Random, i: int, seed: int) -> _Gen:
     n = rng.randint(1, 3)
     sizes = rng.sample(ATTRIBUTE_SIZES, n)
     kinds = [(rng.choice(list(COLOURS)), rng.choice(SHAPES)) for _ in range(n)]
-    boxes = _grid_boxes(rng, sizes, grid=3)
+    boxes = _grid_boxes(rng, sizes)
     shapes = [Shape(k, c, b) for (c, k), b in zip(kinds, boxes, strict=True)]
     largest = shapes[sizes.index(max(sizes))]
     asked = rng.choice(("colour", "shape"))
@@ -302,7 +305,7 @@ def _gen_more_than(rng: random.Random, i: int, seed: int) -> _Gen:
     n_squares = rng.randint(0, min(n_circles, 9 - n_circles))
     kinds = ["circle"] * n_circles + ["square"] * n_squares
     rng.shuffle(kinds)
-    boxes = _grid_boxes(rng, [rng.randint(14, 20) for _ in kinds], grid=4)
+    boxes = _grid_boxes(rng, [rng.randint(16, 22) for _ in kinds])
     shapes = [Shape(k, rng.choice(list(COLOURS)), b) for k, b in zip(kinds, boxes, strict=True)]
     diff = n_circles - n_squares
     counted = f"{_plural(n_circles, 'circle')} and {_plural(n_squares, 'square')}"
@@ -316,13 +319,14 @@ def _gen_more_than(rng: random.Random, i: int, seed: int) -> _Gen:
 def _gen_digit_sum(rng: random.Random, i: int, seed: int) -> _Gen:
     digits = [rng.randint(1, 9) for _ in range(rng.randint(2, 3))]
     img = _canvas()
-    cell = IMAGE_SIZE // 3
+    cell = IMAGE_SIZE // GRID
     boxes = []
-    for c, d in zip(sorted(rng.sample(range(9), len(digits))), digits, strict=True):
-        mask = _text_mask(str(d), rng.randint(20, 28))
-        cx, cy = (c % 3) * cell, (c // 3) * cell
-        x = rng.randint(cx + MARGIN, cx + cell - MARGIN - mask.width)
-        y = rng.randint(cy + MARGIN, cy + cell - MARGIN - mask.height)
+    for c, d in zip(sorted(rng.sample(range(GRID * GRID), len(digits))), digits, strict=True):
+        mask = _text_mask(str(d), rng.randint(24, 28))  # about 17-20 px tall: one digit per cell (image token)
+        cx, cy = (c % GRID) * cell, (c // GRID) * cell
+        sx, sy = cell - 2 * MARGIN - mask.width, cell - 2 * MARGIN - mask.height
+        x = cx + MARGIN + min(sx, max(0, sx // 2 + rng.randint(-JITTER, JITTER)))
+        y = cy + MARGIN + min(sy, max(0, sy // 2 + rng.randint(-JITTER, JITTER)))
         boxes.append(list(_paste_text(img, mask, x, y)))
     listed = _and_list([str(d) for d in digits])
     total = sum(digits)
@@ -410,7 +414,7 @@ _PairGen = tuple[str, str, str, dict[str, Any], Image.Image, Image.Image]
 
 def _pair_counting(rng: random.Random) -> _PairGen:
     t, s = rng.sample(range(1, 10), 2)
-    shapes = _random_shapes(rng, max(t, s), grid=4, sizes=(14, 20))
+    shapes = _random_shapes(rng, max(t, s), grid=GRID, sizes=(16, 22))
     meta = {"target_answer": str(t), "source_answer": str(s),
             "target_objects": [x.to_dict() for x in shapes[:t]],
             "source_objects": [x.to_dict() for x in shapes[:s]]}
@@ -445,10 +449,10 @@ def box_iou(a: tuple[int, ...] | list[int], b: tuple[int, ...] | list[int]) -> f
 def _pair_grounding(rng: random.Random) -> _PairGen:
     n_other = rng.randint(0, 2)
     kinds = rng.sample([(c, k) for c in COLOURS for k in SHAPES], n_other + 1)
-    cells = rng.sample(range(9), n_other + 2)  # target cell, source cell, then the other shapes
-    side = rng.randint(14, 28)
-    sizes = [side, side] + [rng.randint(14, 28) for _ in range(n_other)]
-    boxes = _grid_boxes(rng, sizes, grid=3, cells=cells)
+    cells = rng.sample(range(GRID * GRID), n_other + 2)  # target cell, source cell, then the other shapes
+    side = rng.randint(14, 22)
+    sizes = [side, side] + [rng.randint(14, 22) for _ in range(n_other)]
+    boxes = _grid_boxes(rng, sizes, cells=cells)
     (colour, kind), others = kinds[0], kinds[1:]
     rest = [Shape(k, c, b) for (c, k), b in zip(others, boxes[2:], strict=True)]
     obj_t, obj_s = Shape(kind, colour, boxes[0]), Shape(kind, colour, boxes[1])
@@ -461,7 +465,7 @@ def _pair_grounding(rng: random.Random) -> _PairGen:
 
 
 def _pair_recognition(rng: random.Random) -> _PairGen:
-    shapes = _random_shapes(rng, rng.randint(1, 4), grid=3, sizes=(14, 24), distinct=True)
+    shapes = _random_shapes(rng, rng.randint(1, 4), grid=GRID, sizes=(16, 22), distinct=True)
     obj = rng.choice(shapes)
     rest = [s for s in shapes if s is not obj]
     meta = {"target_answer": "yes", "source_answer": "no", "object_name": obj.name,

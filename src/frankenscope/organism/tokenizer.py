@@ -1,10 +1,18 @@
-"""Offline character-level tokenizer with Qwen-style special tokens and chat template."""
+"""Offline word-level tokenizer with a character fallback, Qwen-style special tokens and chat template.
+
+Text is split into letter runs (with their leading space, GPT-2 style: " circle") and single other
+characters (digits, punctuation, spaces, newlines: every digit is its own token). A letter run that is a
+task word (WORD_VOCAB) is one token; any other run is spelled letter by letter (WordPiece with "##"
+continuations), so every ASCII text round-trips exactly. Whole words keep the sequences short (a step
+costs about half of a character-level one) and let the model see "red" as one symbol instead of
+composing it from characters, which the organism otherwise learns only slowly.
+"""
 
 from __future__ import annotations
 
 import string
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = (
@@ -12,6 +20,20 @@ SPECIAL_TOKENS = (
     "<|image_pad|>", "<|video_pad|>", "<pad>",
 )
 CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"
+#: Whole-word tokens: every word of the organism's prompts, answers, descriptions and solutions
+#: (tests/test_organism.py checks that each is one token), each also with a leading space.
+WORD_VOCAB = (
+    "APPLE", "Ann", "Answer", "BIRD", "BOOK", "BOX", "BUS", "Ben", "CAR", "CAT", "CHAIR", "CLOUD", "CUP", "DOG",
+    "DOOR", "Describe", "Eva", "FISH", "FROG", "Give", "HAT", "HORSE", "HOUSE", "How", "Is", "KEY", "LAMP", "LIGHT",
+    "MAP", "MILK", "MOON", "Max", "Mia", "PEN", "RAIN", "RED", "SHIP", "STAR", "SUN", "Sam", "TRAIN", "TREE", "The",
+    "There", "Tom", "WATER", "What", "Zoe", "a", "and", "apples", "are", "as", "away", "bags", "balls", "blue",
+    "books", "bounding", "box", "buys", "cards", "circle", "circles", "coins", "colour", "cups", "digits", "does",
+    "each", "eggs", "empty", "gives", "green", "has", "have", "image", "in", "is", "largest", "left", "many", "more",
+    "no", "now", "object", "of", "one", "or", "pens", "red", "shape", "shapes", "shown", "shows", "square",
+    "squares", "sum", "than", "the", "there", "total", "triangle", "triangles", "with", "word", "written", "x", "y",
+    "yellow", "yes", "user", "assistant", "system",
+)
+_PIECES = r" ?[A-Za-z]+|[^A-Za-z]"
 
 # Qwen-style chat template: <|im_start|>role\n...<|im_end|>\n; an image item becomes
 # <|vision_start|><|image_pad|><|vision_end|> (the processor expands <|image_pad|> per image).
@@ -30,17 +52,18 @@ CHAT_TEMPLATE = (
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
-    """A char-level WordLevel tokenizer: every printable ASCII character is one token.
+    """The organism's tokenizer (module docstring).
 
-    Vocabulary: the 8 special tokens (ids 0-7), the printable characters, then <unk>.
+    Vocabulary: the 8 special tokens (ids 0-7), the printable characters, "##" + each letter, the task
+    words and " " + each task word, then <unk>.
     """
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
-    for ch in CHARS:
-        vocab.setdefault(ch, len(vocab))
+    for piece in [*CHARS, *("##" + c for c in string.ascii_letters), *WORD_VOCAB, *(" " + w for w in WORD_VOCAB)]:
+        vocab.setdefault(piece, len(vocab))
     vocab["<unk>"] = len(vocab)
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
-    core.decoder = decoders.Fuse()
+    core = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", max_input_chars_per_word=10_000))
+    core.pre_tokenizer = pre_tokenizers.Split(pattern=Regex(_PIECES), behavior="isolated")
+    core.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])
     core.add_special_tokens(list(SPECIAL_TOKENS))
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>", bos_token=None,
