@@ -7,7 +7,8 @@ Two shapes, every method on the same pairs in one run (method order rotated per 
   init with initializer_range 0.2.
 * ``big``: a random-init Qwen2.5-VL with a realistic token structure: 28 LLM layers, hidden 256
   (4 heads, 2 KV heads, head_dim 64), 392 x 392 images -> 28 x 28 patches -> 196 image tokens,
-  initializer_range 0.2 so that swaps change answers.
+  initializer_range 0.2 so that swaps change answers. The prompts are padded with a fixed instruction
+  to the prototype's 44 tokens after the image (``--big-suffix``), so the ratios compare like for like.
 
 Methods (all decode greedily up to ``--tokens`` new tokens, stopping a row at EOS):
 
@@ -31,6 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -134,9 +136,31 @@ def _cut(ids: list[int], eos: int) -> list[int]:
     return ids[:ids.index(eos) + 1] if eos in ids else ids
 
 
+FILLER = " Please look at the whole picture carefully, then give the short final answer only, nothing else at all."
+
+
+def pad_suffix(proc: Any, ad: Any, prompt: str, suffix: int) -> str:
+    """`prompt` extended with a prefix of FILLER so that exactly `suffix` tokens follow the image span
+    (the prototype of fast-swap-sweep.md had a 44-token suffix after 196 image tokens)."""
+    tok = proc.tokenizer
+    end = tok.convert_tokens_to_ids("<|vision_end|>")
+
+    def length(p: str) -> int:
+        ids = tok(ad.build_prompt(proc, p, 1))["input_ids"]
+        return len(ids) - ids.index(end) - 1
+
+    for k in range(len(FILLER) + 1):
+        if length(prompt + FILLER[:k]) == suffix:
+            return prompt + FILLER[:k]
+    raise ValueError(f"cannot pad {prompt!r} to a {suffix}-token suffix")
+
+
 def bench_shape(name: str, model: Any, proc: Any, inputs: list[Any], reps: int, tokens: int,
-                resize: int | None) -> dict[str, Any]:
+                resize: int | None, suffix: int | None = None) -> dict[str, Any]:
     ad = get_adapter(model)
+    if suffix is not None:
+        inputs = [replace(inp, pair=replace(inp.pair, prompt=pad_suffix(proc, ad, inp.pair.prompt, suffix)))
+                  for inp in inputs]
     n_layers = ad.num_layers(model)
     layers = list(range(n_layers))
     pairs = []
@@ -221,6 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tokens", type=int, default=8, help="max new tokens per answer")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--small-model", default="runs/small1/base")
+    ap.add_argument("--big-suffix", type=int, default=44,
+                    help="tokens after the image in the big shape's prompts (the prototype's: 44; 0: unpadded)")
     ap.add_argument("--only", choices=["small", "big"], default=None)
     args = ap.parse_args(argv)
     if args.threads:
@@ -238,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.only in (None, "big"):
         model, proc = big_model()
         print(report(bench_shape("big", model, proc, inputs[:args.pairs_big], args.reps_big, args.tokens,
-                                 BIG_SIDE)), flush=True)
+                                 BIG_SIDE, args.big_suffix or None)), flush=True)
     print(f"total {time.time() - t0:.0f} s", file=sys.stderr)
 
 

@@ -106,3 +106,26 @@ def test_stage_keys_only_depend_on_their_own_recipe():
     assert stage_recipe(a, "base") == stage_recipe(b, "base")
     assert stage_recipe(a, "in") == stage_recipe(b, "in")
     assert stage_recipe(a, "rl") != stage_recipe(b, "rl")
+
+
+def test_trusted_finished_stages_are_not_redrawn(builds, monkeypatch):
+    """trust_finished skips Base and IN from their recorded recipe/seed/parent without drawing their data;
+    a changed recipe part is still retrained."""
+    from frankenscope.organism import build as build_mod
+
+    out, _, _, _ = builds
+
+    def boom(*a, **k):
+        raise AssertionError("stage data drawn")
+
+    monkeypatch.setattr(build_mod, "stage_examples", boom)
+    monkeypatch.setattr(build_mod, "rl_rows", boom)
+    logs: list[str] = []
+    with pytest.raises(AssertionError, match="stage data drawn"):  # only the changed RL stage draws data
+        build(out, preset="micro", seed=0, progress=False, log=logs.append, trust_finished=True,
+              recipe=build_mod.recipe_for("micro", rl_steps=1))
+    assert [line.split("]")[0] for line in logs] == ["[base", "[in"]
+    assert all("skipping" in line for line in logs)
+    with pytest.raises(AssertionError, match="stage data drawn"):  # a changed IN recipe is not trusted
+        build(out, preset="micro", seed=0, progress=False, log=logs.append, trust_finished=True,
+              recipe=build_mod.recipe_for("micro", in_steps=3))

@@ -256,7 +256,7 @@ def demo(
         cfg = StudyConfig.model_validate({
             "name": f"organism-{preset}", "organism": True, "organism_preset": preset, "seed": seed,
             "base": {"path": str(org / "base")}, "in": {"path": str(org / "in")}, "rl": {"path": str(org / "rl")},
-            "evaluation": {"n_per_task": 40 if preset == "small" else 4, "max_new_tokens": 80},
+            "evaluation": {"n_per_task": 40 if preset == "small" else 4, "max_new_tokens": 48},
         })
         (out / "study.yaml").write_text(yaml.safe_dump(cfg.model_dump(by_alias=True), sort_keys=False))
         run_study(cfg, out / "study", log=typer.echo)

@@ -53,7 +53,7 @@ class Recipe:
     in_lr: float = 3e-4
     batch_size: int = 8
     warmup: int = 50
-    rl_lr: float = 2e-5
+    rl_lr: float = 5e-6
     rl_generations: int = 8
     rl_prompts_per_step: int = 2
     rl_beta: float = 0.0
@@ -74,15 +74,19 @@ def _per_task(n: int, tasks: tuple[str, ...]) -> dict[str, int]:
 RECIPES: dict[str, Recipe] = {
     "small": Recipe(
         preset="small",
-        base_items={"counting": 1500, "recognition": 3000, "attribute": 600, "ocr": 300, "grounding": 300,
-                    "describe:recognition": 1000, "describe:more_than": 1500, "describe:digit_sum": 1500},
-        base_steps=2000,
+        base_items={"counting": 1500, "recognition": 3000, "attribute": 1000, "ocr": 200, "grounding": 200,
+                    "describe:recognition": 1500, "describe:more_than": 2000, "describe:digit_sum": 2500},
+        base_steps=2800,
         in_items={"more_than": 2000, "digit_sum": 2000, "word_problem": 1500},
-        in_steps=700,
-        in_replay={"counting": 300, "recognition": 300},
-        rl_items={"more_than": 500, "digit_sum": 500},
-        rl_steps=80,
+        in_steps=900,
+        in_replay={"counting": 300, "recognition": 300, "attribute": 300},
+        rl_items={"more_than": 1000, "digit_sum": 1000},
+        rl_steps=100,
+        rl_lr=5e-6,
+        rl_prompts_per_step=4,
+        rl_max_completion=48,
         eval_items={**_per_task(100, PERCEPTION_TASKS), **_per_task(200, V2R_TASKS), **_per_task(100, TEXT_TASKS)},
+        eval_max_new_tokens=48,
     ),
     "micro": Recipe(
         preset="micro",
@@ -186,6 +190,17 @@ def _stage_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _matching(folder: Path, stage: str, recipe: Recipe, seed: int, parent_key: str) -> dict[str, Any] | None:
+    """stage.json of a finished non-RL stage whose recipe part, seed and parent match (data not compared)."""
+    f = folder / "stage.json"
+    if stage == "rl" or not f.is_file() or not (folder / "config.json").is_file():
+        return None
+    doc = json.loads(f.read_text())
+    same = (doc.get("recipe") == json.loads(json.dumps(stage_recipe(recipe, stage))) and doc.get("seed") == seed
+            and doc.get("parent") == parent_key)
+    return doc if same else None
+
+
 def _finished(folder: Path, key: str) -> dict[str, Any] | None:
     f = folder / "stage.json"
     if f.is_file() and (folder / "config.json").is_file():
@@ -220,11 +235,14 @@ class _InMemory:
 
 def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | None = None,
           partition: str = "thirds", recipe: Recipe | None = None, progress: bool = True,
-          log: Any = print) -> dict[str, Any]:
+          log: Any = print, trust_finished: bool = False) -> dict[str, Any]:
     """Build (or resume) Base -> IN -> RL under `out`; returns the manifest.
 
     freeze: a region ('early', 'mid', 'late', 'mid+late') or layer list ('0-2'); the RL stage then
     trains with those LLM layers fixed and is written to rl-frozen-<region>/ instead of rl/.
+    trust_finished: accept a finished stage whose recorded recipe, seed and parent match without
+    redrawing its data to compare hashes (the study's frozen RL re-runs use this: the Base and IN
+    data take longer to draw than to check).
     """
     from frankenscope.organism.model import build_organism, save_folder
 
@@ -239,6 +257,12 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
     for stage in ("base", "in", "rl"):
         name = stage if (stage != "rl" or not freeze) else f"rl-frozen-{freeze.replace(',', '_')}"
         folder = out / name
+        if trust_finished and (doc := _matching(folder, stage, recipe, seed, parent_key)) is not None:
+            log(f"[{name}] finished (recipe, seed and parent match), skipping")
+            manifest["stages"][name] = {"path": str(folder), "stage_key": doc["stage_key"], "skipped": True,
+                                        "wall_s": doc.get("wall_s")}
+            parent_key, parent_dir = doc["stage_key"], folder
+            continue
         data = rl_rows(recipe, seed) if stage == "rl" else stage_examples(stage, recipe, seed)
         settings = {"stage": stage, "seed": seed, "recipe": stage_recipe(recipe, stage), "parent": parent_key,
                     "data_sha256": data_hash(data), "freeze": freeze if stage == "rl" else None,

@@ -208,9 +208,12 @@ def _and_list(words: list[str]) -> str:
 
 
 def _scene_description(shapes: list[Shape]) -> str:
+    """The shapes in reading order (grid rows top to bottom, left to right within a row)."""
     if not shapes:
         return "The image is empty."
-    return "The image shows " + _and_list([f"a {s.name}" for s in shapes]) + "."
+    cell = IMAGE_SIZE // GRID
+    ordered = sorted(shapes, key=lambda s: (s.box[1] // cell, s.box[0] // cell))
+    return "The image shows " + _and_list([f"a {s.name}" for s in ordered]) + "."
 
 
 def _random_shapes(rng: random.Random, n: int, grid: int, sizes: tuple[int, int],

