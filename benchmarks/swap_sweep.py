@@ -3,7 +3,7 @@
 Two shapes, every method on the same pairs in one run (method order rotated per repetition, medians):
 
 * ``small``: the small organism (6 LLM layers, 16 image tokens per 112 px image). A trained base
-  checkpoint is used when one exists (``--small-model``, default runs/small1/base), else a random
+  checkpoint is used when one exists (``--small-model``, default runs/demo/organism/base), else a random
   init with initializer_range 0.2.
 * ``big``: a random-init Qwen2.5-VL with a realistic token structure: 28 LLM layers, hidden 256
   (4 heads, 2 KV heads, head_dim 64), 392 x 392 images -> 28 x 28 patches -> 196 image tokens,
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--reps-big", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=8, help="max new tokens per answer")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--small-model", default="runs/small1/base")
+    ap.add_argument("--small-model", default="runs/demo/organism/base")
     ap.add_argument("--big-suffix", type=int, default=44,
                     help="tokens after the image in the big shape's prompts (the prototype's: 44; 0: unpadded)")
     ap.add_argument("--only", choices=["small", "big"], default=None)

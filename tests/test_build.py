@@ -53,6 +53,11 @@ def test_all_stages_written_and_loadable(builds):
             assert m["ci_low"] <= m["accuracy"] <= m["ci_high"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "organism-build" and manifest["versions"]["torch"]
+    ca, cb = (json.loads((out / n / "stage.json").read_text())["heldout"]["correct"] for n in ("in", "rl"))
+    v2r = [i for i in ca if i.startswith("more_than")]
+    d = manifest["rl_vs_in"]["v2r"]
+    assert d["n"] == len(v2r) and d["diff"] == pytest.approx(sum(cb[i] - ca[i] for i in v2r) / len(v2r))
+    assert d["ci_low"] <= d["diff"] <= d["ci_high"]
 
 
 def test_second_build_skips_finished_stages(builds):

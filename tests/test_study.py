@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -32,6 +33,8 @@ def test_micro_study_end_to_end(demo_runs):
     for claim in ("P1", "P2", "P3", "P4", "P5", "P6", "P7"):
         assert f"| {claim} |" in md and f"<td>{claim}</td>" in html
     assert "data:image/png;base64," in html  # plots embedded: the page is self-contained
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert figures and all("suite/" not in f and "items/" not in f for f in figures), figures  # plots, not data
     assert (out / "study" / "hybrids" / "models" / "IN_RL_RL" / "config.json").is_file()
 
 

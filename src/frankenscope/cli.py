@@ -88,9 +88,15 @@ def organism_build(
                                        rl_generations=rl_generations).items() if v is not None}
     try:
         recipe = recipe_for(preset, **overrides)
-        build(out, preset=preset, seed=seed, freeze=freeze, partition=partition, recipe=recipe, log=typer.echo)
+        manifest = build(out, preset=preset, seed=seed, freeze=freeze, partition=partition, recipe=recipe,
+                         log=typer.echo)
     except FrankenscopeError as e:
         _fail(e)
+        return
+    for cat, d in (manifest.get("rl_vs_in") or {}).items():
+        if cat in ("v2r", "text", "perception"):
+            typer.echo(f"held-out {cat}: IN {d['mean_a']:.3f} -> RL {d['mean_b']:.3f}, paired diff {d['diff']:+.3f} "
+                       f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] (n={d['n']})")
 
 
 @organism_app.command("freeze-plan")
@@ -256,7 +262,7 @@ def demo(
         cfg = StudyConfig.model_validate({
             "name": f"organism-{preset}", "organism": True, "organism_preset": preset, "seed": seed,
             "base": {"path": str(org / "base")}, "in": {"path": str(org / "in")}, "rl": {"path": str(org / "rl")},
-            "evaluation": {"n_per_task": 40 if preset == "small" else 4, "max_new_tokens": 48},
+            "evaluation": {"n_per_task": 30 if preset == "small" else 4, "max_new_tokens": 48},
         })
         (out / "study.yaml").write_text(yaml.safe_dump(cfg.model_dump(by_alias=True), sort_keys=False))
         run_study(cfg, out / "study", log=typer.echo)

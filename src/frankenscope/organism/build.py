@@ -75,13 +75,14 @@ RECIPES: dict[str, Recipe] = {
     "small": Recipe(
         preset="small",
         base_items={"counting": 1500, "recognition": 3000, "attribute": 1000, "ocr": 200, "grounding": 200,
-                    "describe:recognition": 1500, "describe:more_than": 2000, "describe:digit_sum": 2500},
-        base_steps=2800,
-        in_items={"more_than": 2000, "digit_sum": 2000, "word_problem": 1500},
-        in_steps=900,
+                    "describe:recognition": 1500, "describe:more_than": 2000, "describe:digit_sum": 3500},
+        base_steps=2400,
+        in_items={"more_than": 2000, "digit_sum": 2000, "word_problem": 1500,
+                  "described:more_than": 400, "described:digit_sum": 400},
+        in_steps=800,
         in_replay={"counting": 300, "recognition": 300, "attribute": 300},
         rl_items={"more_than": 1000, "digit_sum": 1000},
-        rl_steps=100,
+        rl_steps=80,
         rl_lr=5e-6,
         rl_prompts_per_step=4,
         rl_max_completion=48,
@@ -128,7 +129,15 @@ def _items(spec: dict[str, int], seed: int, stage: str) -> list[tuple[str, Item,
 
 
 def stage_examples(stage: str, recipe: Recipe, seed: int) -> list[Example]:
-    """The supervised examples of the Base or IN stage."""
+    """The supervised examples of the Base or IN stage.
+
+    Data keys are `task` (the answer; for IN the worked solution), `describe:task` (the image's
+    description) or `described:task` (IN: a black image and the description in the prompt, rendered as
+    the fine-grained evaluation's M_v2r control, answered with the worked solution).
+    """
+    from frankenscope.adapters.base import VLMAdapter
+    from frankenscope.evaluate.prompts import get_prompt_style
+
     if stage == "base":
         spec = recipe.base_items
     elif stage == "in":
@@ -139,6 +148,9 @@ def stage_examples(stage: str, recipe: Recipe, seed: int) -> list[Example]:
     for kind, item, img in _items(spec, seed, stage):
         if kind == "describe":
             exs.append(Example(DESCRIBE_PROMPT, item.description or "", img))
+        elif kind == "described":  # the M_v2r control: black image, the description given in text
+            text = get_prompt_style("plain").render(item.prompt, item.description)
+            exs.append(Example(text, item.solution or f"Answer: {item.answer}", VLMAdapter.black_image(img)))
         elif stage == "in" and kind == "answer":
             exs.append(Example(item.prompt, item.solution or f"Answer: {item.answer}", img))
         else:
@@ -233,6 +245,27 @@ class _InMemory:
         return self.gen(items, images=[self.images.get(it.id) for it in items], **kw)
 
 
+def rl_vs_in(in_dir: Path, rl_dir: Path, seed: int) -> dict[str, Any] | None:
+    """Paired held-out difference RL - IN per category and task (same items; paired bootstrap 95% CI),
+    from the two stages' stage.json; None when either is missing."""
+    from frankenscope.evaluate.metrics import paired_difference
+
+    docs = [in_dir / "stage.json", rl_dir / "stage.json"]
+    if not all(d.is_file() for d in docs):
+        return None
+    a, b = (json.loads(d.read_text())["heldout"] for d in docs)
+    ca, cb = a["correct"], b["correct"]
+    ids = sorted(set(ca) & set(cb))
+    groups: dict[str, list[str]] = {}
+    from frankenscope.organism.tasks import TASK_CATEGORY
+
+    for i in ids:
+        task = i.rsplit("_", 1)[0]
+        groups.setdefault(TASK_CATEGORY.get(task, "other"), []).append(i)
+        groups.setdefault(task, []).append(i)
+    return {g: paired_difference([ca[i] for i in v], [cb[i] for i in v], seed=seed) for g, v in groups.items()}
+
+
 def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | None = None,
           partition: str = "thirds", recipe: Recipe | None = None, progress: bool = True,
           log: Any = print, trust_finished: bool = False) -> dict[str, Any]:
@@ -317,6 +350,7 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
             f"{t} {m['accuracy']:.2f}" for t, m in metrics["by_task"].items()))
         manifest["stages"][name] = {"path": str(folder), "stage_key": key, "skipped": False, "wall_s": round(wall, 1)}
         parent_key, parent_dir = key, folder
+    manifest["rl_vs_in"] = rl_vs_in(out / "in", out / name, seed)
     write_result(out / "manifest.json", "organism-build", STAGE_SCHEMA_VERSION, manifest, seed=seed,
                  inputs={"preset": recipe.preset, "freeze": freeze, "partition": partition})
     return manifest

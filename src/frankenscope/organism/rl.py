@@ -37,6 +37,7 @@ def train_grpo(model: Any, processor: Any, rows: list[dict[str, Any]], *, steps:
     Trainer, so they stay bit-identical.
     """
     from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback
     from trl import GRPOConfig, GRPOTrainer
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -51,6 +52,7 @@ def train_grpo(model: Any, processor: Any, rows: list[dict[str, Any]], *, steps:
         )
         trainer = GRPOTrainer(model=model, reward_funcs=[reward_fn(format_weight)], args=cfg, train_dataset=ds,
                               processing_class=processor)
+        trainer.remove_callback(PrinterCallback)  # without a progress bar it prints every log dict to stdout
         result = trainer.train()
         logs = [x for x in trainer.state.log_history if "reward" in x]
     model.eval()

@@ -186,7 +186,9 @@ SECTIONS = (
 def _images(folder: Path, patterns: list[str]) -> list[Path]:
     found: list[Path] = []
     for pat in patterns:
-        found += sorted(p for p in folder.glob(f"**/{pat}") if "models" not in p.parts)
+        # figures only: merged models and drawn item suites (suite/, items/) also hold PNGs
+        found += sorted(p for p in folder.glob(f"**/{pat}")
+                        if not {"models", "suite", "items"} & set(p.relative_to(folder).parts))
     return list(dict.fromkeys(found))
 
 

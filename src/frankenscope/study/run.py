@@ -105,8 +105,8 @@ def frozen_rl_runs(root: Path, regions: list[str], *, preset: str, seed: int, pa
     """RL re-runs from the organism's IN with each region frozen, as parallel worker processes.
 
     The organism is small, so one process per run with one torch thread each uses the cores better than
-    one run after another with all threads (measured: about 1.3x the throughput on 2 cores). Runs that
-    are already finished are skipped by the build itself.
+    one run after another with all threads (about 1.3x the throughput on 2 cores); all runs start at once
+    (cores // runs threads each, at least 1). Runs that are already finished are skipped by the build.
     """
     import concurrent.futures as cf
     import multiprocessing as mp
@@ -115,7 +115,7 @@ def frozen_rl_runs(root: Path, regions: list[str], *, preset: str, seed: int, pa
     from tqdm.auto import tqdm
 
     cores = os.cpu_count() or 1
-    workers = max(1, min(len(regions), cores))
+    workers = max(1, len(regions))  # all at once: a queued run would leave cores idle at the end
     threads = max(1, cores // workers)
     log(f"[freeze] {len(regions)} RL re-runs ({', '.join(regions)}) in {workers} processes x {threads} threads")
     with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
