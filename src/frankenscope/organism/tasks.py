@@ -325,7 +325,7 @@ def _gen_digit_sum(rng: random.Random, i: int, seed: int) -> _Gen:
     cell = IMAGE_SIZE // GRID
     boxes = []
     for c, d in zip(sorted(rng.sample(range(GRID * GRID), len(digits))), digits, strict=True):
-        mask = _text_mask(str(d), rng.randint(30, 32))  # 20-23 px tall: one digit fills its cell (image token)
+        mask = _text_mask(str(d), rng.randint(24, 28))  # about 17-20 px tall: one digit per cell (image token)
         cx, cy = (c % GRID) * cell, (c // GRID) * cell
         sx, sy = cell - 2 * MARGIN - mask.width, cell - 2 * MARGIN - mask.height
         x = cx + MARGIN + min(sx, max(0, sx // 2 + rng.randint(-JITTER, JITTER)))
