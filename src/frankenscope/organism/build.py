@@ -249,6 +249,7 @@ def rl_vs_in(in_dir: Path, rl_dir: Path, seed: int) -> dict[str, Any] | None:
     """Paired held-out difference RL - IN per category and task (same items; paired bootstrap 95% CI),
     from the two stages' stage.json; None when either is missing."""
     from frankenscope.evaluate.metrics import paired_difference
+    from frankenscope.organism.tasks import TASK_CATEGORY
 
     docs = [in_dir / "stage.json", rl_dir / "stage.json"]
     if not all(d.is_file() for d in docs):
@@ -257,8 +258,6 @@ def rl_vs_in(in_dir: Path, rl_dir: Path, seed: int) -> dict[str, Any] | None:
     ca, cb = a["correct"], b["correct"]
     ids = sorted(set(ca) & set(cb))
     groups: dict[str, list[str]] = {}
-    from frankenscope.organism.tasks import TASK_CATEGORY
-
     for i in ids:
         task = i.rsplit("_", 1)[0]
         groups.setdefault(TASK_CATEGORY.get(task, "other"), []).append(i)
