@@ -60,7 +60,8 @@ def verdict_p3(out: Path) -> Verdict:
     checks, ev = [], []
     for task, d in depth.items():
         region = None if d is None else _region_of(d, regions)
-        ev.append(f"{task} sensitive up to layer {d} ({region})")
+        ev.append(f"{task}: no swap at any layer changes its answer" if d is None
+                  else f"{task} sensitive up to layer {d} ({region})")
         if task == "recognition":
             checks.append(region == "early")
         elif task in ("ocr", "counting", "grounding"):
