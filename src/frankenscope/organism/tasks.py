@@ -132,6 +132,11 @@ def draw_shapes(shapes: list[Shape]) -> Image.Image:
     return img
 
 
+def _jittered(rng: random.Random, slack: int) -> int:
+    """Offset in [0, slack] of something centred in `slack` px of free room, moved by up to JITTER px."""
+    return min(slack, max(0, slack // 2 + rng.randint(-JITTER, JITTER)))
+
+
 def _grid_boxes(rng: random.Random, sizes: list[int], grid: int = GRID,
                 cells: list[int] | None = None) -> list[tuple[int, int, int, int]]:
     """Square boxes of the given side lengths, one per distinct cell of a grid x grid layout.
@@ -148,8 +153,7 @@ def _grid_boxes(rng: random.Random, sizes: list[int], grid: int = GRID,
         if slack < 0:
             raise ValueError(f"shape side {side} does not fit a {cell}px cell")
         cx, cy = (c % grid) * cell + MARGIN, (c // grid) * cell + MARGIN
-        ox = min(slack, max(0, slack // 2 + rng.randint(-JITTER, JITTER)))
-        oy = min(slack, max(0, slack // 2 + rng.randint(-JITTER, JITTER)))
+        ox, oy = _jittered(rng, slack), _jittered(rng, slack)
         boxes.append((cx + ox, cy + oy, cx + ox + side, cy + oy + side))
     return boxes
 
@@ -328,8 +332,8 @@ def _gen_digit_sum(rng: random.Random, i: int, seed: int) -> _Gen:
         mask = _text_mask(str(d), rng.randint(24, 28))  # about 17-20 px tall: one digit per cell (image token)
         cx, cy = (c % GRID) * cell, (c // GRID) * cell
         sx, sy = cell - 2 * MARGIN - mask.width, cell - 2 * MARGIN - mask.height
-        x = cx + MARGIN + min(sx, max(0, sx // 2 + rng.randint(-JITTER, JITTER)))
-        y = cy + MARGIN + min(sy, max(0, sy // 2 + rng.randint(-JITTER, JITTER)))
+        x = cx + MARGIN + _jittered(rng, sx)
+        y = cy + MARGIN + _jittered(rng, sy)
         boxes.append(list(_paste_text(img, mask, x, y)))
     listed = _and_list([str(d) for d in digits])
     total = sum(digits)
