@@ -20,13 +20,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image, UnidentifiedImageError
 
 from frankenscope.data.schema import ANSWER_TYPES, CATEGORIES, Item, ProbePair
 from frankenscope.errors import FrankenscopeError
 from frankenscope.io import atomic_dir, sha256_file, write_json_atomic
+
+_T = TypeVar("_T")  # anything with a `task` attribute (Item, ProbePair)
 
 SUITE_SCHEMA_VERSION = 1
 DATA_FILE = "data.jsonl"
@@ -327,8 +329,8 @@ def check_pair_sizes(pair: ProbePair, strict: bool = True) -> tuple[tuple[int, i
     return size_t, size_s
 
 
-def first_n_per_task(items: list[Item], n: int | None) -> list[Item]:
-    """The first n items of every task, order kept (all items when n is None)."""
+def first_n_per_task(items: list[_T], n: int | None) -> list[_T]:
+    """The first n items (or probe pairs: anything with a `task`) of every task, order kept (all when n is None)."""
     if n is None:
         return items
     seen: dict[str, int] = {}

@@ -46,7 +46,7 @@ from transformers.cache_utils import DynamicLayer
 from transformers.masking_utils import create_causal_mask
 
 from frankenscope.adapters import VLMAdapter
-from frankenscope.data.io import load_image, load_probe_pairs
+from frankenscope.data.io import first_n_per_task, load_image, load_probe_pairs
 from frankenscope.data.schema import Item, ProbePair
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.extract import extract_answer, grade, normalize_text
@@ -102,15 +102,7 @@ def file_probe_inputs(path: str, tasks: Sequence[str] | None = None, n: int | No
         if missing:
             raise FrankenscopeError(f"{path}: no probe pairs of task(s) {missing}")
         pairs = [p for p in pairs if p.task in set(tasks)]
-    if n is not None:
-        seen: dict[str, int] = {}
-        kept = []
-        for p in pairs:
-            seen[p.task] = seen.get(p.task, 0) + 1
-            if seen[p.task] <= n:
-                kept.append(p)
-        pairs = kept
-    return [ProbeInput(p) for p in pairs]
+    return [ProbeInput(p) for p in first_n_per_task(pairs, n)]
 
 
 @dataclass
