@@ -118,3 +118,58 @@ def test_per_example_loss_weights_examples_equally(micro):
         got = per_example_loss(model, batch)
         singles = [model(**collate([e], proc.tokenizer.pad_token_id)).loss for e in enc]
     assert torch.allclose(got, (singles[0] + singles[1]) / 2, atol=1e-5)
+
+
+def test_encode_labels_cover_exactly_the_response(micro):
+    """Labels are -100 on exactly the tokens of the prompt processed on its own; the rest is the target."""
+    from frankenscope.adapters import get_adapter
+    from frankenscope.organism.sft import Example, encode
+    from frankenscope.organism.tasks import generate_items
+
+    model, proc = micro
+    ad = get_adapter(model)
+    (it, img), = generate_items("digit_sum", 1, 0)
+    for ex in (Example("Describe the image.", it.description, img), Example("What is 2 + 3?", "2 + 3 = 5.\nAnswer: 5"),
+               Example(it.prompt, it.solution, img)):
+        enc = encode(proc, ad, ex)
+        prompt = ad.build_prompt(proc, ex.text, n_images=0 if ex.image is None else 1)
+        n_prompt = len(proc(text=[prompt], images=None if ex.image is None else [ex.image])["input_ids"][0])
+        assert (enc["labels"][:n_prompt] == -100).all() and (enc["labels"][n_prompt:] == enc["input_ids"][n_prompt:]).all()
+        target = proc.tokenizer.decode(enc["input_ids"][n_prompt:])
+        assert target == ex.target + proc.tokenizer.eos_token
+
+
+def test_mrope_sections_resolve_the_image_grid():
+    """The width chunk starts >= 30x higher than with Qwen's (1/4, 3/8, 3/8) split (0.32 vs 0.0032 rad per
+    column for `small`) and still ends in near position-invariant frequencies; the built model uses
+    exactly these sections."""
+    import pytest
+
+    from frankenscope.errors import FrankenscopeError
+    from frankenscope.organism.model import PRESETS, ROPE_THETA, architecture, mrope_section, organism_config
+    from frankenscope.organism.processor import build_processor
+
+    for preset, p in PRESETS.items():
+        head_dim = p["hidden"] // p["heads"]
+        t, h, w = mrope_section(head_dim)
+        assert t + h + w == head_dim // 2 and min(t, h, w) >= 1
+        omega = [ROPE_THETA ** (-2 * i / head_dim) for i in range(head_dim // 2)]
+        height, width = omega[t:t + h], omega[t + h:]
+        stock_width_top = omega[head_dim // 2 - 3 * (head_dim // 2) // 8]
+        assert min(height) > max(width) >= 30 * stock_width_top and min(width) < 0.01, (preset, height, width)
+        if preset == "small":
+            assert min(height) > 0.4 and max(width) > 0.3
+        cfg = organism_config(preset, build_processor())
+        assert cfg.text_config.rope_parameters["mrope_section"] == [t, h, w] == architecture(preset)["mrope_section"]
+    with pytest.raises(FrankenscopeError, match="head_dim 8"):
+        mrope_section(8)
+
+
+def test_architecture_is_part_of_the_base_key(monkeypatch):
+    import frankenscope.organism.model as model_mod
+    from frankenscope.organism.build import recipe_for, stage_recipe
+
+    r = recipe_for("micro")
+    before_base, before_in = stage_recipe(r, "base"), stage_recipe(r, "in")
+    monkeypatch.setattr(model_mod, "ROPE_THETA", 1000.0)
+    assert stage_recipe(r, "base") != before_base and stage_recipe(r, "in") == before_in

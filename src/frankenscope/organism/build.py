@@ -195,7 +195,12 @@ def stage_recipe(recipe: Recipe, stage: str) -> dict[str, Any]:
     keys = {"base": ("init_range", "base_items", "base_steps", "sft_lr", "batch_size", "warmup"),
             "in": ("in_items", "in_steps", "in_replay", "in_lr", "batch_size", "warmup"),
             "rl": tuple(k for k in d if k.startswith("rl_"))}[stage]
-    return {"preset": recipe.preset, **{k: d[k] for k in keys}}
+    out = {"preset": recipe.preset, **{k: d[k] for k in keys}}
+    if stage == "base":  # the architecture too: a Base trained with another config is not this Base
+        from frankenscope.organism.model import architecture
+
+        out["architecture"] = architecture(recipe.preset)
+    return out
 
 
 def _stage_key(payload: dict[str, Any]) -> str:

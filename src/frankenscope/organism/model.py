@@ -19,15 +19,45 @@ PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+#: RoPE base of the organism's LLM (Qwen2.5-VL's own is 1e6 at head_dim 128; see `mrope_section`).
+ROPE_THETA = 10000.0
+
+
+def mrope_section(head_dim: int) -> list[int]:
+    """M-RoPE sections (temporal, height, width) in frequency pairs; they add up to head_dim / 2.
+
+    Qwen2.5-VL hands out the rotary frequencies omega_i = theta^(-2i / head_dim) in contiguous
+    chunks: temporal gets the highest, then height, and width the lowest. All image tokens share one
+    temporal index, so only the height and width chunks tell image tokens apart by position. With
+    theta 1e4, head_dim 64 and Qwen's proportions (8, 12, 12), width rotates by at most 0.003 rad per
+    column and height by at most 0.1 rad per row: the LLM cannot tell the cells of the 4 x 4 token
+    grid apart, and reading digits in order stays near chance (27% of 2-3 digit lines read exactly).
+    Sections (1, 3, rest) give height 0.75-0.42 rad per row and width 0.32 rad per column at the top
+    of its chunk, down to 1.3e-4 at its end (position-invariant dimensions for content lookups); the
+    Base then reads 97% of the digit lines exactly. Text tokens carry the same position on all three
+    axes, so text keeps the whole spectrum.
+    """
+    half = head_dim // 2
+    if half < 5:
+        raise FrankenscopeError(f"head_dim {head_dim} is too small for three M-RoPE sections (need >= 10)")
+    return [1, 3, half - 4]
+
+
+def architecture(preset: str) -> dict[str, Any]:
+    """What fixes a preset's architecture (part of the Base stage's key: changing it retrains)."""
+    if preset not in PRESETS:
+        raise FrankenscopeError(f"unknown organism preset {preset!r}; choose one of {sorted(PRESETS)}")
+    p = PRESETS[preset]
+    return {**p, "rope_theta": ROPE_THETA, "mrope_section": mrope_section(p["hidden"] // p["heads"])}
+
+
 def organism_config(preset: str, processor: OrganismProcessor, initializer_range: float = 0.02) -> Qwen2_5_VLConfig:
     """The Qwen2.5-VL config of a preset (`micro` ~1.1M params, `small` ~6.2M params)."""
     if preset not in PRESETS:
         raise FrankenscopeError(f"unknown organism preset {preset!r}; choose one of {sorted(PRESETS)}")
     p = PRESETS[preset]
     tok = processor.tokenizer
-    head_dim = p["hidden"] // p["heads"]
-    half = head_dim // 2  # mrope sections (temporal, height, width) must add up to head_dim / 2
-    section = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
+    section = mrope_section(p["hidden"] // p["heads"])
     ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
                                                       "<|vision_end|>", "<|im_end|>", "<pad>")}
     cfg = Qwen2_5_VLConfig(
@@ -35,7 +65,7 @@ def organism_config(preset: str, processor: OrganismProcessor, initializer_range
             vocab_size=len(tok), hidden_size=p["hidden"], intermediate_size=p["inter"],
             num_hidden_layers=p["layers"], num_attention_heads=p["heads"], num_key_value_heads=p["kv_heads"],
             max_position_embeddings=2048, rms_norm_eps=1e-6, initializer_range=initializer_range,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": section},
+            rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA, "mrope_section": section},
             bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<pad>"],
         ),
         vision_config=dict(

@@ -32,14 +32,21 @@ def encode(processor: Any, adapter: VLMAdapter, ex: Example) -> dict[str, torch.
     """Token ids of prompt + target + <|im_end|> with labels = -100 on the prompt.
 
     Keeps mm_token_type_ids: without it Qwen2.5-VL silently falls back to 1-D positions.
+    The response is the tail of the full ids that equals the tokenized `target + eos` (one processor
+    call: the image is processed once); if the tokenizer merges across the boundary, the prompt is
+    processed on its own to count its tokens.
     """
     n_img = 0 if ex.image is None else 1
     prompt = adapter.build_prompt(processor, ex.text, n_images=n_img)
     eos = processor.tokenizer.eos_token
     images = None if ex.image is None else [ex.image]
     full = processor(text=[prompt + ex.target + eos], images=images, return_tensors="pt")
-    n_prompt = len(processor(text=[prompt], images=images, return_tensors="pt")["input_ids"][0])
     ids = full["input_ids"][0]
+    tail = processor.tokenizer(ex.target + eos, add_special_tokens=False)["input_ids"]
+    if 0 < len(tail) < len(ids) and ids[-len(tail):].tolist() == list(tail):
+        n_prompt = len(ids) - len(tail)
+    else:
+        n_prompt = len(processor(text=[prompt], images=images, return_tensors="pt")["input_ids"][0])
     labels = ids.clone()
     labels[:n_prompt] = -100
     out = {"input_ids": ids, "labels": labels, "mm_token_type_ids": full["mm_token_type_ids"][0]}
