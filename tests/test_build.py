@@ -58,6 +58,10 @@ def test_all_stages_written_and_loadable(builds):
     d = manifest["rl_vs_in"]["v2r"]
     assert d["n"] == len(v2r) and d["diff"] == pytest.approx(sum(cb[i] - ca[i] for i in v2r) / len(v2r))
     assert d["ci_low"] <= d["diff"] <= d["ci_high"]
+    # the frozen re-run wrote its own manifest and left the organism's alone
+    assert manifest["inputs"]["freeze"] is None and set(manifest["stages"]) == {"base", "in", "rl"}
+    frozen = json.loads((out / "manifest-rl-frozen-late.json").read_text())
+    assert frozen["inputs"]["freeze"] == "late" and "rl-frozen-late" in frozen["stages"]
 
 
 def test_second_build_skips_finished_stages(builds):

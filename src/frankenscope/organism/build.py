@@ -10,7 +10,8 @@
   see OrganismProcessor), and its sampler cannot guarantee an image in every batch.
 
 Every stage writes an HF folder plus stage.json (seed, recipe, data sizes and hashes, steps, wall
-time, held-out metrics); the build writes manifest.json. A stage whose key (its recipe, seed, data
+time, held-out metrics); the build writes manifest.json (a build with a frozen region writes
+manifest-rl-frozen-<region>.json instead, so re-runs never overwrite the organism's manifest). A stage whose key (its recipe, seed, data
 hash and parent's key) matches the stage.json on disk is not retrained.
 """
 
@@ -355,7 +356,9 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
         manifest["stages"][name] = {"path": str(folder), "stage_key": key, "skipped": False, "wall_s": round(wall, 1)}
         parent_key, parent_dir = key, folder
     manifest["rl_vs_in"] = rl_vs_in(out / "in", out / name, seed)
-    write_result(out / "manifest.json", "organism-build", STAGE_SCHEMA_VERSION, manifest, seed=seed,
+    # A frozen re-run gets its own manifest: the study runs several at once next to the organism's own.
+    manifest_name = f"manifest-{name}.json" if freeze else "manifest.json"
+    write_result(out / manifest_name, "organism-build", STAGE_SCHEMA_VERSION, manifest, seed=seed,
                  inputs={"preset": recipe.preset, "freeze": freeze, "partition": partition})
     return manifest
 

@@ -31,11 +31,11 @@ def mrope_section(head_dim: int) -> list[int]:
     temporal index, so only the height and width chunks tell image tokens apart by position. With
     theta 1e4, head_dim 64 and Qwen's proportions (8, 12, 12), width rotates by at most 0.003 rad per
     column and height by at most 0.1 rad per row: the LLM cannot tell the cells of the 4 x 4 token
-    grid apart, and reading digits in order stays near chance (27% of 2-3 digit lines read exactly).
+    grid apart, and the Base read 20% of 2-3 digit lines exactly (per digit 44%).
     Sections (1, 3, rest) give height 0.75-0.42 rad per row and width 0.32 rad per column at the top
     of its chunk, down to 1.3e-4 at its end (position-invariant dimensions for content lookups); the
-    Base then reads 97% of the digit lines exactly. Text tokens carry the same position on all three
-    axes, so text keeps the whole spectrum.
+    same recipe's Base then reads 85% of the digit lines exactly (per digit 94%). Text tokens carry
+    the same position on all three axes, so text keeps the whole spectrum.
     """
     half = head_dim // 2
     if half < 5:
