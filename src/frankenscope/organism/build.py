@@ -11,8 +11,9 @@
 
 Every stage writes an HF folder plus stage.json (seed, recipe, data sizes and hashes, steps, wall
 time, held-out metrics); the build writes manifest.json (a build with a frozen region writes
-manifest-rl-frozen-<region>.json instead, so re-runs never overwrite the organism's manifest). A stage whose key (its recipe, seed, data
-hash and parent's key) matches the stage.json on disk is not retrained.
+manifest-rl-frozen-<region>.json instead, so re-runs never overwrite the organism's manifest). A
+stage whose key (its recipe, seed, data hash and parent's key) matches the stage.json on disk is
+not retrained.
 """
 
 from __future__ import annotations

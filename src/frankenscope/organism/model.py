@@ -53,11 +53,8 @@ def architecture(preset: str) -> dict[str, Any]:
 
 def organism_config(preset: str, processor: OrganismProcessor, initializer_range: float = 0.02) -> Qwen2_5_VLConfig:
     """The Qwen2.5-VL config of a preset (`micro` ~1.1M params, `small` ~6.2M params)."""
-    if preset not in PRESETS:
-        raise FrankenscopeError(f"unknown organism preset {preset!r}; choose one of {sorted(PRESETS)}")
-    p = PRESETS[preset]
+    p = architecture(preset)
     tok = processor.tokenizer
-    section = mrope_section(p["hidden"] // p["heads"])
     ids = {t: tok.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>",
                                                       "<|vision_end|>", "<|im_end|>", "<pad>")}
     cfg = Qwen2_5_VLConfig(
@@ -65,7 +62,7 @@ def organism_config(preset: str, processor: OrganismProcessor, initializer_range
             vocab_size=len(tok), hidden_size=p["hidden"], intermediate_size=p["inter"],
             num_hidden_layers=p["layers"], num_attention_heads=p["heads"], num_key_value_heads=p["kv_heads"],
             max_position_embeddings=2048, rms_norm_eps=1e-6, initializer_range=initializer_range,
-            rope_parameters={"rope_type": "default", "rope_theta": ROPE_THETA, "mrope_section": section},
+            rope_parameters={"rope_type": "default", "rope_theta": p["rope_theta"], "mrope_section": p["mrope_section"]},
             bos_token_id=None, eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<pad>"],
         ),
         vision_config=dict(
