@@ -173,3 +173,40 @@ def test_architecture_is_part_of_the_base_key(monkeypatch):
     before_base, before_in = stage_recipe(r, "base"), stage_recipe(r, "in")
     monkeypatch.setattr(model_mod, "ROPE_THETA", 1000.0)
     assert stage_recipe(r, "base") != before_base and stage_recipe(r, "in") == before_in
+
+
+def test_encode_falls_back_when_the_target_does_not_tokenize_as_a_tail(micro):
+    """A tokenizer that merges across the prompt/response boundary: the prompt is counted on its own."""
+    from frankenscope.adapters import get_adapter
+    from frankenscope.organism.sft import Example, encode
+
+    model, proc = micro
+    ad = get_adapter(model)
+
+    class MergingTokenizer:
+        def __init__(self, tok):
+            self._tok = tok
+
+        def __call__(self, text, add_special_tokens=True, **kw):
+            if add_special_tokens is False:  # the response on its own: pretend it tokenizes differently
+                return {"input_ids": [self._tok.pad_token_id]}
+            return self._tok(text, add_special_tokens=add_special_tokens, **kw)
+
+        def __getattr__(self, name):
+            return getattr(self._tok, name)
+
+    class Proc:
+        def __init__(self, p):
+            self._p, self.tokenizer = p, MergingTokenizer(p.tokenizer)
+
+        def __call__(self, *a, **kw):
+            return self._p(*a, **kw)
+
+        def __getattr__(self, name):
+            return getattr(self._p, name)
+
+    ex = Example("Describe the image.", "The image shows a red circle.", Image.new("RGB", (112, 112), (240, 240, 240)))
+    got, want = encode(Proc(proc), ad, ex), encode(proc, ad, ex)
+    assert torch.equal(got["labels"], want["labels"]) and torch.equal(got["input_ids"], want["input_ids"])
+    assert (got["labels"] != -100).sum() == len(proc.tokenizer(ex.target + proc.tokenizer.eos_token,
+                                                                add_special_tokens=False)["input_ids"])
