@@ -1,7 +1,9 @@
+import copy
 import random
 import re
 import string
 
+import pytest
 import torch
 from PIL import Image
 
@@ -42,6 +44,8 @@ def test_every_task_word_is_one_token():
             for text in (it.prompt, it.answer, it.description or "", it.solution or ""):
                 for word in re.findall(r"[A-Za-z]+", text):
                     assert len(tok(" " + word)["input_ids"]) == 1, (task, word)
+    # the M_v2r control's prompt ("Image description: ...", IN's described:* examples) too
+    assert len(tok("Image description:")["input_ids"]) == 3
 
 
 def test_presets_have_expected_sizes():
@@ -210,3 +214,35 @@ def test_encode_falls_back_when_the_target_does_not_tokenize_as_a_tail(micro):
     assert torch.equal(got["labels"], want["labels"]) and torch.equal(got["input_ids"], want["input_ids"])
     assert (got["labels"] != -100).sum() == len(proc.tokenizer(ex.target + proc.tokenizer.eos_token,
                                                                 add_special_tokens=False)["input_ids"])
+
+
+def test_epoch_batches_cover_every_example_once_and_group_by_length():
+    from frankenscope.organism.sft import epoch_batches
+
+    lengths = [random.Random(i).randint(5, 100) for i in range(203)]
+    for group in (1, 4, 16):
+        batches = epoch_batches(lengths, 8, group, random.Random(0))
+        flat = [i for b in batches for i in b]
+        assert sorted(flat) == list(range(203))  # an epoch: every example exactly once
+        assert sorted(len(b) for b in batches)[1:] == [8] * (len(batches) - 1)
+    def waste(batches):
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(lengths)
+    plain, grouped = (epoch_batches(lengths, 8, g, random.Random(0)) for g in (1, 16))
+    assert waste(grouped) < 1.1 < 1.3 < waste(plain)
+    # group 1 is plain shuffling: the same rng gives the same permutation, cut into consecutive batches
+    perm = random.Random(0).sample(range(203), 203)
+    assert sorted(map(tuple, plain)) == sorted(tuple(perm[k:k + 8]) for k in range(0, 203, 8))
+    with pytest.raises(ValueError, match="group"):
+        epoch_batches(lengths, 8, 0, random.Random(0))
+
+
+def test_train_sft_reports_padding_and_rejects_empty_data(micro):
+    from frankenscope.organism.sft import Example, train_sft
+
+    model, proc = micro
+    exs = [Example("Q?", "yes"), Example("Describe.", "a long description of many characters")] * 4
+    model = copy.deepcopy(model)
+    stats = train_sft(model, proc, get_adapter(model), exs, steps=2, batch_size=4, length_group=2, progress=False)
+    assert stats["padding"] == 1.0  # two lengths, each batch holds one length only: no padding at all
+    with pytest.raises(ValueError, match="at least one example"):
+        train_sft(model, proc, get_adapter(model), [], steps=1, progress=False)

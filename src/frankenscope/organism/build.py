@@ -54,6 +54,7 @@ class Recipe:
     sft_lr: float = 3e-4
     in_lr: float = 3e-4
     batch_size: int = 8
+    length_group: int = 16
     warmup: int = 50
     rl_lr: float = 5e-6
     rl_generations: int = 8
@@ -194,8 +195,8 @@ def stage_recipe(recipe: Recipe, stage: str) -> dict[str, Any]:
     """The part of the recipe that determines one stage's training (its key ignores the rest, so
     changing the RL settings never retrains Base or IN)."""
     d = recipe.to_dict()
-    keys = {"base": ("init_range", "base_items", "base_steps", "sft_lr", "batch_size", "warmup"),
-            "in": ("in_items", "in_steps", "in_replay", "in_lr", "batch_size", "warmup"),
+    keys = {"base": ("init_range", "base_items", "base_steps", "sft_lr", "batch_size", "length_group", "warmup"),
+            "in": ("in_items", "in_steps", "in_replay", "in_lr", "batch_size", "length_group", "warmup"),
             "rl": tuple(k for k in d if k.startswith("rl_"))}[stage]
     out = {"preset": recipe.preset, **{k: d[k] for k in keys}}
     if stage == "base":  # the architecture too: a Base trained with another config is not this Base
@@ -344,7 +345,7 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
             lr = recipe.sft_lr if stage == "base" else recipe.in_lr
             stats = train_sft(model, processor, adapter, data, steps=recipe.base_steps if stage == "base"
                               else recipe.in_steps, batch_size=recipe.batch_size, lr=lr, warmup=recipe.warmup,
-                              seed=seed, progress=progress, desc=name)
+                              length_group=recipe.length_group, seed=seed, progress=progress, desc=name)
         train_s = time.time() - t0
         metrics = evaluate_stage(model, processor, heldout, recipe, seed, progress)
         wall = time.time() - t0

@@ -24,10 +24,10 @@ CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"
 #: (tests/test_organism.py checks that each is one token), each also with a leading space.
 WORD_VOCAB = (
     "APPLE", "Ann", "Answer", "BIRD", "BOOK", "BOX", "BUS", "Ben", "CAR", "CAT", "CHAIR", "CLOUD", "CUP", "DOG",
-    "DOOR", "Describe", "Eva", "FISH", "FROG", "Give", "HAT", "HORSE", "HOUSE", "How", "Is", "KEY", "LAMP", "LIGHT",
+    "DOOR", "Describe", "Eva", "FISH", "FROG", "Give", "HAT", "HORSE", "HOUSE", "How", "Image", "Is", "KEY", "LAMP", "LIGHT",
     "MAP", "MILK", "MOON", "Max", "Mia", "PEN", "RAIN", "RED", "SHIP", "STAR", "SUN", "Sam", "TRAIN", "TREE", "The",
     "There", "Tom", "WATER", "What", "Zoe", "a", "and", "apples", "are", "as", "away", "bags", "balls", "blue",
-    "books", "bounding", "box", "buys", "cards", "circle", "circles", "coins", "colour", "cups", "digits", "does",
+    "books", "bounding", "box", "buys", "cards", "circle", "circles", "coins", "colour", "cups", "description", "digits", "does",
     "each", "eggs", "empty", "gives", "green", "has", "have", "image", "in", "is", "largest", "left", "many", "more",
     "no", "now", "object", "of", "one", "or", "pens", "red", "shape", "shapes", "shown", "shows", "square",
     "squares", "sum", "than", "the", "there", "total", "triangle", "triangles", "with", "word", "written", "x", "y",

@@ -147,6 +147,9 @@ def verdict_p6(out: Path) -> Verdict:
 
 
 def verdict_p7(out: Path) -> Verdict:
+    """Frozen-late and frozen-early vs full RL on M_v2r. On the organism the freeze unit also writes
+    paired differences on its held-out vision-to-reasoning items (heldout.json, hundreds of items);
+    those decide when present, the fine-grained suite's M_v2r otherwise."""
     st = "RL with the Late region frozen scores below full RL on M_v2r; freezing Early costs nothing."
     unit = out / "freeze"
     if _load(unit / "finegrained.json") is None:
@@ -154,7 +157,12 @@ def verdict_p7(out: Path) -> Verdict:
                        "trainer for these models (it exists only for the organism)")
     late = _paired(unit, "RL", "RL frozen late", "M_v2r")
     early = _paired(unit, "RL", "RL frozen early", "M_v2r")
-    ev = f"M_v2r frozen-late - RL {_fmt_ci(late, 'diff')}; frozen-early - RL {_fmt_ci(early, 'diff')}"
+    ev = f"suite M_v2r frozen-late - RL {_fmt_ci(late, 'diff')}; frozen-early - RL {_fmt_ci(early, 'diff')}"
+    held = (_load(unit / "heldout.json") or {}).get("frozen_minus_rl", {})
+    if "late" in held and "early" in held and "v2r" in held["late"] and "v2r" in held["early"]:
+        late, early = held["late"]["v2r"], held["early"]["v2r"]
+        ev = (f"held-out v2r accuracy (n={late['n']}) frozen-late - RL {_fmt_ci(late, 'diff')}; frozen-early - RL "
+              f"{_fmt_ci(early, 'diff')} (decides); {ev}")
     if _sign(late) < 0 and _sign(early) >= 0:
         v = "supported"
     elif _sign(late) > 0 or (_sign(late) == 0 and _sign(early) < 0):

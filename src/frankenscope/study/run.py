@@ -81,6 +81,7 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
         def frozen(folder: Path) -> Any:
             runs = frozen_rl_runs(organism_root, cfg.freeze.regions, preset=cfg.organism_preset or "small",
                                   seed=cfg.seed, partition=cfg.partition, progress=progress, log=log)
+            write_frozen_heldout(folder, organism_root, cfg.freeze.regions, seed=cfg.seed)
             return fg([paths["in"], paths["rl"], *runs], ["IN", "RL", *[f"RL frozen {r}" for r in cfg.freeze.regions]],
                       [styles["in"], styles["rl"], *[styles["rl"]] * len(runs)])(folder)
 
@@ -123,6 +124,36 @@ def frozen_rl_runs(root: Path, regions: list[str], *, preset: str, seed: int, pa
         for f in tqdm(cf.as_completed(futures), total=len(futures), desc="frozen RL", disable=not progress):
             log(f"[freeze] {futures[f]} done: {f.result()}")
     return [str(root / f"rl-frozen-{r}") for r in regions]
+
+
+def write_frozen_heldout(folder: Path, root: Path, regions: list[str], *, seed: int) -> dict[str, Any]:
+    """freeze/heldout.json and summary.md: frozen-R - full RL on the organism's held-out items.
+
+    Each organism stage evaluates the same held-out items (a data stream no stage trains on; 200 per
+    vision-to-reasoning task on `small`), so the difference is paired per item:
+    d = mean_i(correct_frozen(i) - correct_RL(i)) with a paired bootstrap 95% CI, per category and task.
+    """
+    from frankenscope.errors import FrankenscopeError
+    from frankenscope.io import write_text_atomic
+    from frankenscope.organism.build import rl_vs_in
+
+    diffs: dict[str, Any] = {}
+    for r in regions:
+        d = rl_vs_in(root / "rl", root / f"rl-frozen-{r}", seed)
+        if d is None:
+            raise FrankenscopeError(f"{root / 'rl'} or {root / f'rl-frozen-{r}'} has no stage.json with held-out results")
+        diffs[r] = d
+    write_result(folder / "heldout.json", "frozen-rl-heldout", STUDY_SCHEMA_VERSION, {"frozen_minus_rl": diffs},
+                 seed=seed, inputs={"organism": str(root), "regions": regions})
+    groups = sorted({g for d in diffs.values() for g in d}, key=lambda g: (g not in ("perception", "v2r", "text"), g))
+    lines = ["Held-out items of the organism (paired over the same items): frozen - full RL, accuracy, 95% CI", "",
+             "| region | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+    for r, d in diffs.items():
+        lines.append(f"| {r} | " + " | ".join(
+            f"{d[g]['diff']:+.3f} [{d[g]['ci_low']:+.3f}, {d[g]['ci_high']:+.3f}] (n={d[g]['n']})" if g in d else "n/a"
+            for g in groups) + " |")
+    write_text_atomic(folder / "summary.md", "\n".join(lines) + "\n")
+    return diffs
 
 
 def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False) -> list[Unit]:
