@@ -141,6 +141,29 @@ def test_recognition_balanced_and_correct():
         assert (it.meta["object_name"] in present) == (it.answer == "yes")
 
 
+def test_recognition_binding_negatives_are_conjunction_misses():
+    """The training-only variant: every "no" pairs a present colour with a present kind (when the scene
+    allows one); the evaluated task keeps its mix, and the variant is not an evaluation task."""
+    from frankenscope.organism.tasks import ITEM_TASKS
+
+    items = generate_items("recognition_binding", 200, 0)
+    assert sum(it.answer == "yes" for it, _ in items) == 100
+    conj = 0
+    for it, _ in items:
+        objs = it.meta["objects"]
+        present = {f"{o['colour']} {o['kind']}" for o in objs}
+        assert (it.meta["object_name"] in present) == (it.answer == "yes") and len(objs) >= 2
+        colour, kind = it.meta["object_name"].split()
+        if it.answer == "no":
+            colours, kinds = {o["colour"] for o in objs}, {o["kind"] for o in objs}
+            possible = any(f"{c} {k}" not in present for c in colours for k in kinds)
+            both = colour in colours and kind in kinds
+            assert both == possible, it.meta
+            conj += both
+    assert conj >= 75  # most scenes of 2-4 shapes allow one (79 of these 100 negatives)
+    assert "recognition_binding" not in ITEM_TASKS
+
+
 def test_attribute_largest():
     for it, img in generate_items("attribute", N, 0):
         objs = it.meta["objects"]

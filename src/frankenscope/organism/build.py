@@ -290,7 +290,7 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    heldout = heldout_items(recipe, seed)
+    heldout: list[tuple[Item, Any]] | None = None  # drawn when a stage trains (a rerun that skips all never does)
     manifest: dict[str, Any] = {"preset": recipe.preset, "seed": seed, "recipe": recipe.to_dict(), "stages": {}}
     parent_key = "init"
     parent_dir: Path | None = None
@@ -347,6 +347,7 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
                               else recipe.in_steps, batch_size=recipe.batch_size, lr=lr, warmup=recipe.warmup,
                               length_group=recipe.length_group, seed=seed, progress=progress, desc=name)
         train_s = time.time() - t0
+        heldout = heldout if heldout is not None else heldout_items(recipe, seed)
         metrics = evaluate_stage(model, processor, heldout, recipe, seed, progress)
         wall = time.time() - t0
         doc = {**settings, "stage_key": key, "name": name, "n_examples": len(data), "training": stats, **extra,

@@ -24,6 +24,10 @@ Text only (category "text", TEXT_TASKS), no image, with `solution`
 
 Solutions share one format: reasoning sentence(s), then a final line ``Answer: X``.
 
+Training only (TRAINING_TASKS; never evaluated, not in ITEM_TASKS)
+  recognition_binding  2-4 shapes; like recognition, but every "no" names an absent conjunction of a
+               present colour and a present kind (a blue circle among a blue square and a red circle)
+
 Probe pairs (PROBE_TASKS) follow the paper's format: same prompt, two same-size images, different
 answers; the source differs from the target only in what changes the answer (counting: objects
 added/removed; ocr: another word at the same place; grounding: the named shape moved to another
@@ -49,6 +53,7 @@ PERCEPTION_TASKS = ("counting", "ocr", "grounding", "recognition", "attribute")
 V2R_TASKS = ("more_than", "digit_sum")
 TEXT_TASKS = ("word_problem",)
 ITEM_TASKS = PERCEPTION_TASKS + V2R_TASKS + TEXT_TASKS
+TRAINING_TASKS = ("recognition_binding",)
 PROBE_TASKS = ("counting", "ocr", "grounding", "recognition")
 
 #: The category (schema.CATEGORIES) of every item task.
@@ -56,6 +61,7 @@ TASK_CATEGORY: dict[str, str] = {
     **{t: "perception" for t in PERCEPTION_TASKS},
     **{t: "v2r" for t in V2R_TASKS},
     **{t: "text" for t in TEXT_TASKS},
+    "recognition_binding": "perception",
 }
 
 SHAPES = ("circle", "square", "triangle")
@@ -269,25 +275,37 @@ def _gen_grounding(rng: random.Random, i: int, seed: int) -> _Gen:
     return prompt, _box_str(target.box), _scene_description(shapes), None, meta, draw_shapes(shapes)
 
 
-def _recognition_query(rng: random.Random, shapes: list[Shape], want_yes: bool) -> str:
-    """Name of a present shape (yes) or of an absent (colour, kind), preferably a near miss (no)."""
+def _recognition_query(rng: random.Random, shapes: list[Shape], want_yes: bool, binding: bool = False) -> str:
+    """Name of a present shape (yes) or of an absent (colour, kind), preferably a near miss (no).
+
+    binding: a "no" names an absent conjunction of a present colour and a present kind whenever the
+    scene has one, the only negatives that cannot be answered by checking colour and kind separately.
+    """
     if want_yes:
         return rng.choice(shapes).name
     present = {(s.colour, s.kind) for s in shapes}
     absent = [(c, k) for c in COLOURS for k in SHAPES if (c, k) not in present]
     near = [(c, k) for c, k in absent if any(c == pc or k == pk for pc, pk in present)]
-    colour, kind = rng.choice(near if near and rng.random() < 0.7 else absent)
+    both = [(c, k) for c, k in absent if c in {pc for pc, _ in present} and k in {pk for _, pk in present}]
+    if binding and both:
+        colour, kind = rng.choice(both)
+    else:
+        colour, kind = rng.choice(near if near and rng.random() < 0.7 else absent)
     return f"{colour} {kind}"
 
 
-def _gen_recognition(rng: random.Random, i: int, seed: int) -> _Gen:
+def _gen_recognition(rng: random.Random, i: int, seed: int, binding: bool = False) -> _Gen:
     # Items come in consecutive pairs (0,1), (2,3), ... holding one "yes" and one "no" each.
     want_yes = (i % 2 == 0) == (random.Random(f"recognition-balance:{seed}:{i // 2}").random() < 0.5)
-    shapes = _random_shapes(rng, rng.randint(1, 4), grid=GRID, sizes=(16, 22), distinct=True)
-    name = _recognition_query(rng, shapes, want_yes)
+    shapes = _random_shapes(rng, rng.randint(2 if binding else 1, 4), grid=GRID, sizes=(16, 22), distinct=True)
+    name = _recognition_query(rng, shapes, want_yes, binding)
     answer = "yes" if want_yes else "no"
     meta = {"object_name": name, "objects": [s.to_dict() for s in shapes]}
     return RECOGNITION_PROMPT.format(name=name), answer, _scene_description(shapes), None, meta, draw_shapes(shapes)
+
+
+def _gen_recognition_binding(rng: random.Random, i: int, seed: int) -> _Gen:
+    return _gen_recognition(rng, i, seed, binding=True)
 
 
 ATTRIBUTE_SIZES = (8, 12, 17, 24)  # each >= 1.4x the previous: the largest shape is unambiguous
@@ -381,12 +399,14 @@ _GENERATORS: dict[str, Callable[[random.Random, int, int], _Gen]] = {
     "more_than": _gen_more_than,
     "digit_sum": _gen_digit_sum,
     "word_problem": _gen_word_problem,
+    "recognition_binding": _gen_recognition_binding,
 }
 
 #: The answer_type of every item task (and of every probe task's pairs).
 ANSWER_TYPE: dict[str, str] = {
     "counting": "number", "ocr": "word", "grounding": "box", "recognition": "yesno", "attribute": "word",
     "more_than": "number", "digit_sum": "number", "word_problem": "number",
+    "recognition_binding": "yesno",
 }
 
 
@@ -401,7 +421,7 @@ def generate_items(task: str, n: int, seed: int) -> list[tuple[Item, Image.Image
     Item i is drawn from its own RNG seeded with ``f"{task}:{seed}:{i}"``, so the output is fully
     determined by (task, seed) and the first k items do not depend on n. Ids are ``{task}_{i:06d}``.
     """
-    _check_task(task, ITEM_TASKS, "task")
+    _check_task(task, ITEM_TASKS + TRAINING_TASKS, "task")
     gen = _GENERATORS[task]
     out: list[tuple[Item, Image.Image | None]] = []
     for i in range(n):
