@@ -15,7 +15,7 @@ from frankenscope.organism.processor import OrganismProcessor, build_processor
 # text: hidden, layers, heads, kv heads, intermediate; vision: depth, hidden, heads, intermediate.
 PRESETS: dict[str, dict[str, int]] = {
     "micro": dict(hidden=128, layers=4, heads=4, kv_heads=2, inter=384, v_depth=2, v_hidden=64, v_heads=2, v_inter=192),
-    "small": dict(hidden=256, layers=6, heads=4, kv_heads=2, inter=768, v_depth=4, v_hidden=128, v_heads=4, v_inter=384),
+    "small": dict(hidden=256, layers=6, heads=4, kv_heads=2, inter=768, v_depth=2, v_hidden=128, v_heads=4, v_inter=384),
 }
 
 
