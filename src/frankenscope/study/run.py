@@ -145,7 +145,10 @@ def write_frozen_heldout(folder: Path, root: Path, regions: list[str], *, seed: 
         diffs[r] = d
     write_result(folder / "heldout.json", "frozen-rl-heldout", STUDY_SCHEMA_VERSION, {"frozen_minus_rl": diffs},
                  seed=seed, inputs={"organism": str(root), "regions": regions})
-    groups = sorted({g for d in diffs.values() for g in d}, key=lambda g: (g not in ("perception", "v2r", "text"), g))
+    from frankenscope.organism.tasks import V2R_TASKS
+
+    shown = ("v2r", *V2R_TASKS, "perception", "text")  # P7 is about v2r; per-task rows of the rest are in the json
+    groups = [g for g in shown if any(g in d for d in diffs.values())]
     lines = ["Held-out items of the organism (paired over the same items): frozen - full RL, accuracy, 95% CI", "",
              "| region | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
     for r, d in diffs.items():
