@@ -136,6 +136,7 @@ def write_frozen_heldout(folder: Path, root: Path, regions: list[str], *, seed: 
     from frankenscope.errors import FrankenscopeError
     from frankenscope.io import write_text_atomic
     from frankenscope.organism.build import rl_vs_in
+    from frankenscope.organism.tasks import V2R_TASKS
 
     diffs: dict[str, Any] = {}
     for r in regions:
@@ -145,9 +146,7 @@ def write_frozen_heldout(folder: Path, root: Path, regions: list[str], *, seed: 
         diffs[r] = d
     write_result(folder / "heldout.json", "frozen-rl-heldout", STUDY_SCHEMA_VERSION, {"frozen_minus_rl": diffs},
                  seed=seed, inputs={"organism": str(root), "regions": regions})
-    from frankenscope.organism.tasks import V2R_TASKS
-
-    shown = ("v2r", *V2R_TASKS, "perception", "text")  # P7 is about v2r; per-task rows of the rest are in the json
+    shown = ("v2r", *V2R_TASKS, "perception", "text")  # P7 is about v2r; every task's numbers are in the json
     groups = [g for g in shown if any(g in d for d in diffs.values())]
     lines = ["Held-out items of the organism (paired over the same items): frozen - full RL, accuracy, 95% CI", "",
              "| region | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
