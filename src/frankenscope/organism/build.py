@@ -253,13 +253,14 @@ class _InMemory:
         return self.gen(items, images=[self.images.get(it.id) for it in items], **kw)
 
 
-def rl_vs_in(in_dir: Path, rl_dir: Path, seed: int) -> dict[str, Any] | None:
-    """Paired held-out difference RL - IN per category and task (same items; paired bootstrap 95% CI),
-    from the two stages' stage.json; None when either is missing."""
+def heldout_difference(a_dir: Path, b_dir: Path, seed: int) -> dict[str, Any] | None:
+    """Paired held-out difference B - A per category and task (same items; paired bootstrap 95% CI),
+    from the two stages' stage.json; None when either is missing. The manifest's `rl_vs_in` is
+    (IN, RL); the study's freeze unit compares (RL, RL frozen)."""
     from frankenscope.evaluate.metrics import paired_difference
     from frankenscope.organism.tasks import TASK_CATEGORY
 
-    docs = [in_dir / "stage.json", rl_dir / "stage.json"]
+    docs = [a_dir / "stage.json", b_dir / "stage.json"]
     if not all(d.is_file() for d in docs):
         return None
     a, b = (json.loads(d.read_text())["heldout"] for d in docs)
@@ -358,7 +359,7 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
             f"{t} {m['accuracy']:.2f}" for t, m in metrics["by_task"].items()))
         manifest["stages"][name] = {"path": str(folder), "stage_key": key, "skipped": False, "wall_s": round(wall, 1)}
         parent_key, parent_dir = key, folder
-    manifest["rl_vs_in"] = rl_vs_in(out / "in", out / name, seed)
+    manifest["rl_vs_in"] = heldout_difference(out / "in", out / name, seed)
     # A frozen re-run gets its own manifest: the study runs several at once next to the organism's own.
     manifest_name = f"manifest-{name}.json" if freeze else "manifest.json"
     write_result(out / manifest_name, "organism-build", STAGE_SCHEMA_VERSION, manifest, seed=seed,

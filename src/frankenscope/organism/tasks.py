@@ -286,8 +286,8 @@ def _recognition_query(rng: random.Random, shapes: list[Shape], want_yes: bool, 
     present = {(s.colour, s.kind) for s in shapes}
     absent = [(c, k) for c in COLOURS for k in SHAPES if (c, k) not in present]
     near = [(c, k) for c, k in absent if any(c == pc or k == pk for pc, pk in present)]
-    both = [(c, k) for c, k in absent if c in {pc for pc, _ in present} and k in {pk for _, pk in present}]
-    if binding and both:
+    colours, kinds = {c for c, _ in present}, {k for _, k in present}
+    if binding and (both := [(c, k) for c, k in absent if c in colours and k in kinds]):
         colour, kind = rng.choice(both)
     else:
         colour, kind = rng.choice(near if near and rng.random() < 0.7 else absent)

@@ -159,8 +159,9 @@ def verdict_p7(out: Path) -> Verdict:
     early = _paired(unit, "RL", "RL frozen early", "M_v2r")
     ev = f"suite M_v2r frozen-late - RL {_fmt_ci(late, 'diff')}; frozen-early - RL {_fmt_ci(early, 'diff')}"
     held = (_load(unit / "heldout.json") or {}).get("frozen_minus_rl", {})
-    if "late" in held and "early" in held and "v2r" in held["late"] and "v2r" in held["early"]:
-        late, early = held["late"]["v2r"], held["early"]["v2r"]
+    held_late, held_early = (held.get(r, {}).get("v2r") for r in ("late", "early"))
+    if held_late and held_early:
+        late, early = held_late, held_early
         ev = (f"held-out v2r accuracy (n={late['n']}) frozen-late - RL {_fmt_ci(late, 'diff')}; frozen-early - RL "
               f"{_fmt_ci(early, 'diff')} (decides); {ev}")
     if _sign(late) < 0 and _sign(early) >= 0:

@@ -135,12 +135,13 @@ def write_frozen_heldout(folder: Path, root: Path, regions: list[str], *, seed: 
     """
     from frankenscope.errors import FrankenscopeError
     from frankenscope.io import write_text_atomic
-    from frankenscope.organism.build import rl_vs_in
+    from frankenscope.organism.build import heldout_difference
     from frankenscope.organism.tasks import V2R_TASKS
+    from frankenscope.study.report import _fmt_ci
 
     diffs: dict[str, Any] = {}
     for r in regions:
-        d = rl_vs_in(root / "rl", root / f"rl-frozen-{r}", seed)
+        d = heldout_difference(root / "rl", root / f"rl-frozen-{r}", seed)
         if d is None:
             raise FrankenscopeError(f"{root / 'rl'} or {root / f'rl-frozen-{r}'} has no stage.json with held-out results")
         diffs[r] = d
@@ -152,8 +153,7 @@ def write_frozen_heldout(folder: Path, root: Path, regions: list[str], *, seed: 
              "| region | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
     for r, d in diffs.items():
         lines.append(f"| {r} | " + " | ".join(
-            f"{d[g]['diff']:+.3f} [{d[g]['ci_low']:+.3f}, {d[g]['ci_high']:+.3f}] (n={d[g]['n']})" if g in d else "n/a"
-            for g in groups) + " |")
+            f"{_fmt_ci(d[g], 'diff')} (n={d[g]['n']})" if g in d else "n/a" for g in groups) + " |")
     write_text_atomic(folder / "summary.md", "\n".join(lines) + "\n")
     return diffs
 
