@@ -3,6 +3,7 @@ import random
 import re
 import string
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -246,3 +247,71 @@ def test_train_sft_reports_padding_and_rejects_empty_data(micro):
     assert stats["padding"] == 1.0  # two lengths, each batch holds one length only: no padding at all
     with pytest.raises(ValueError, match="at least one example"):
         train_sft(model, proc, get_adapter(model), [], steps=1, progress=False)
+
+
+def test_fused_adamw_takes_the_same_steps_as_the_default(micro):
+    """The fused optimizer is a faster kernel for the same AdamW update: same losses and weights (to
+    float32 rounding) after a few steps from the same start."""
+    from frankenscope.organism.sft import Example, train_sft
+
+    model, proc = micro
+    exs = [Example("Q?", "yes"), Example("Describe.", "a red circle"), Example("Count?", "3")] * 4
+    runs = []
+    for fused in (False, True):
+        m = copy.deepcopy(model)
+        stats = train_sft(m, proc, get_adapter(m), exs, steps=4, batch_size=4, fused=fused, seed=1, progress=False)
+        runs.append((stats, dict(m.named_parameters())))
+    (s0, p0), (s1, p1) = runs
+    assert s0["final_loss"] == pytest.approx(s1["final_loss"], rel=1e-4)
+    moved = 0
+    for name, w in p0.items():
+        torch.testing.assert_close(p1[name], w, rtol=1e-4, atol=1e-6, msg=name)
+        moved += int(not torch.equal(w, dict(model.named_parameters())[name]))
+    assert moved > 0
+
+
+def test_patch_embed_as_matmul_equals_the_conv_and_restores_it(micro):
+    from frankenscope.organism.sft import patch_embed_as_matmul
+
+    model, _ = micro
+    model = copy.deepcopy(model)
+    pe = model.model.visual.patch_embed
+    x = torch.randn(32, pe.proj.weight[0].numel())
+    ref = pe(x)
+    ref.sum().backward()
+    g_ref, pe.proj.weight.grad = pe.proj.weight.grad.clone(), None
+    with patch_embed_as_matmul(model) as n:
+        assert n == 1
+        out = pe(x)
+        out.sum().backward()
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(pe.proj.weight.grad, g_ref, rtol=1e-5, atol=1e-5)
+    assert "forward" not in vars(pe)  # the class's own forward is back
+    assert torch.equal(pe(x), ref)
+
+
+def test_fast_encode_is_bit_identical_to_the_processor(micro, monkeypatch):
+    """The organism's fast path (vectorised pixels, placeholder expanded by hand, tokenizer alone) gives
+    exactly the processor's tensors and dtypes; images it cannot take (a resize needed, RGBA) fall back."""
+    from frankenscope.organism.processor import OrganismProcessor
+    from frankenscope.organism.sft import Example, encode
+    from frankenscope.organism.tasks import generate_items
+
+    model, proc = micro
+    ad = get_adapter(model)
+    rng = np.random.default_rng(0)
+    exs = [Example(it.prompt, it.solution or it.answer, img) for task in ("digit_sum", "recognition", "grounding")
+           for it, img in generate_items(task, 3, 1)]
+    exs += [Example("Describe the image.", "a wide image", Image.fromarray(rng.integers(0, 256, (112, 224, 3), np.uint8))),
+            Example("Grey?", "yes", Image.fromarray(rng.integers(0, 256, (112, 112), np.uint8))),
+            Example("What is 2 + 3?", "2 + 3 = 5.\nAnswer: 5")]
+    fast = [encode(proc, ad, ex) for ex in exs]
+    assert all(proc.fast_image_inputs(ex.image) is not None for ex in exs if ex.image is not None)
+    assert proc.fast_image_inputs(Image.new("RGB", (100, 112))) is None  # would be resized
+    assert proc.fast_image_inputs(Image.new("RGBA", (112, 112))) is None  # the processor blends alpha
+    monkeypatch.setattr(OrganismProcessor, "fast_image_inputs", lambda self, image: None)
+    for ex, got in zip(exs, fast, strict=True):
+        want = encode(proc, ad, ex)
+        assert got.keys() == want.keys()
+        for k in want:
+            assert got[k].dtype == want[k].dtype and torch.equal(got[k], want[k]), (ex.text, k)

@@ -6,6 +6,9 @@ keeps the image path (the PIL image processor) and the tokenizer only.
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+from PIL import Image
 from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessorPil
 from transformers.processing_utils import ProcessorMixin
 
@@ -38,6 +41,31 @@ class OrganismProcessor(Qwen2_5_VLProcessor):
                     flat.append(entry)
             images = flat or None
         return super().__call__(images=images, text=text, **kwargs)
+
+    def fast_image_inputs(self, image: Image.Image) -> dict[str, torch.Tensor] | None:
+        """`pixel_values` and `image_grid_thw` of one image, bit-identical to the image processor's, in
+        one vectorised pass (the processor's per-image path is half of an SFT example's encoding).
+
+        Applies when nothing is resized (H and W multiples of patch * merge, H * W within the pixel
+        bounds: true of every organism image) and the image is RGB or greyscale; None otherwise
+        (callers then use the processor). Per pixel, as the processor computes it:
+        x = float32(float64(u8) * rescale_factor), then (x - mean) / std in float32; then the patches
+        in Qwen2-VL's order (2 x 2 merge groups of P x P patches, each flattened as C x T x P x P
+        with the frame repeated over the T temporal slots).
+        """
+        ip = self.image_processor
+        p, m, t = ip.patch_size, ip.merge_size, ip.temporal_patch_size
+        w, h = image.size
+        if (image.mode not in ("RGB", "L") or not (ip.do_resize and ip.do_rescale and ip.do_normalize)
+                or h % (p * m) or w % (p * m) or not ip.size.shortest_edge <= h * w <= ip.size.longest_edge):
+            return None
+        x = (np.asarray(image.convert("RGB")).astype(np.float64) * ip.rescale_factor).astype(np.float32)
+        x = (x - np.array(ip.image_mean, dtype=np.float32)) / np.array(ip.image_std, dtype=np.float32)  # H, W, C
+        gh, gw = h // p, w // p
+        x = x.reshape(gh // m, m, p, gw // m, m, p, 3).transpose(0, 3, 1, 4, 6, 2, 5)  # gh/m, gw/m, m, m, C, P, P
+        x = np.broadcast_to(x[:, :, :, :, :, None], (*x.shape[:5], t, p, p)).reshape(gh * gw, 3 * t * p * p)
+        return {"pixel_values": torch.from_numpy(np.ascontiguousarray(x)),
+                "image_grid_thw": torch.tensor([[1, gh, gw]], dtype=torch.int64)}
 
 
 def build_processor(max_side: int = 224) -> OrganismProcessor:

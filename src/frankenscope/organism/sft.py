@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,13 +36,22 @@ def encode(processor: Any, adapter: VLMAdapter, ex: Example) -> dict[str, torch.
     Keeps mm_token_type_ids: without it Qwen2.5-VL silently falls back to 1-D positions.
     The response is the tail of the full ids that equals the tokenized `target + eos` (one processor
     call: the image is processed once); if the tokenizer merges across the boundary, the prompt is
-    processed on its own to count its tokens.
+    processed on its own to count its tokens. With the organism's processor, a one-image example
+    takes a fast path with the same output (`OrganismProcessor.fast_image_inputs`, the image
+    placeholder expanded to grid / merge^2 tokens as the processor does, then the tokenizer alone).
     """
     n_img = 0 if ex.image is None else 1
     prompt = adapter.build_prompt(processor, ex.text, n_images=n_img)
     eos = processor.tokenizer.eos_token
     images = None if ex.image is None else [ex.image]
-    full = processor(text=[prompt + ex.target + eos], images=images, return_tensors="pt")
+    vision = processor.fast_image_inputs(ex.image) if images and hasattr(processor, "fast_image_inputs") else None
+    if vision is not None and prompt.count(processor.image_token) == 1:
+        n_tok = int(vision["image_grid_thw"].prod()) // processor.image_processor.merge_size ** 2
+        expanded = prompt.replace(processor.image_token, processor.image_token * n_tok)
+        ids = torch.tensor(processor.tokenizer(expanded + ex.target + eos)["input_ids"])
+        full = {"input_ids": ids[None], "mm_token_type_ids": (ids == processor.image_token_id).long()[None], **vision}
+    else:
+        full = processor(text=[prompt + ex.target + eos], images=images, return_tensors="pt")
     ids = full["input_ids"][0]
     tail = processor.tokenizer(ex.target + eos, add_special_tokens=False)["input_ids"]
     if 0 < len(tail) < len(ids) and ids[-len(tail):].tolist() == list(tail):
@@ -125,11 +136,42 @@ def epoch_batches(lengths: list[int], batch_size: int, group: int, rng: random.R
     return batches
 
 
+@contextmanager
+def patch_embed_as_matmul(model: Any) -> Iterator[int]:
+    """Run Qwen2-VL-style patch embeddings as one matrix product while the context is open.
+
+    Their input is already cut into patches (rows of C * T * P * P values) and their Conv3d has kernel =
+    stride = the patch, so conv(x) = x @ W.view(D, -1).T exactly (up to float summation order); CPU
+    conv kernels are ~4% of an organism SFT step at this size, the matmul a fraction of that
+    (`benchmarks/sft_throughput.py`). Gradients reach `proj.weight` through the view. Yields how many
+    modules were rerouted; the original forwards are restored on exit.
+    """
+    patched = []
+    for module in model.modules():
+        conv = getattr(module, "proj", None)
+        if (isinstance(conv, torch.nn.Conv3d) and conv.bias is None and conv.kernel_size == conv.stride
+                and type(module).__name__.endswith("PatchEmbed") and hasattr(module, "embed_dim")):
+            def forward(x: torch.Tensor, _m: Any = module) -> torch.Tensor:
+                w = _m.proj.weight
+                return torch.nn.functional.linear(x.to(w.dtype).reshape(-1, w[0].numel()), w.reshape(w.shape[0], -1))
+
+            module.forward = forward
+            patched.append(module)
+    try:
+        yield len(patched)
+    finally:
+        for module in patched:
+            del module.forward
+
+
 def train_sft(model: Any, processor: Any, adapter: VLMAdapter, examples: list[Example], *, steps: int,
               batch_size: int = 8, lr: float = 3e-4, warmup: int = 50, weight_decay: float = 0.01,
-              seed: int = 0, length_group: int = 1, progress: bool = True, desc: str = "sft") -> dict[str, Any]:
+              seed: int = 0, length_group: int = 1, fused: bool = True, matmul_patch_embed: bool = True,
+              progress: bool = True, desc: str = "sft") -> dict[str, Any]:
     """Train `model` in place for `steps` optimizer steps on batches drawn from `examples`
-    (`length_group` > 1: length-grouped batches, see `epoch_batches`).
+    (`length_group` > 1: length-grouped batches, see `epoch_batches`). `fused`: torch's fused AdamW
+    (one kernel over all tensors; on CPU the default is a per-tensor Python loop);
+    `matmul_patch_embed`: see `patch_embed_as_matmul`. Both are speed only (`benchmarks/sft_throughput.py`).
 
     Returns {steps, final_loss (mean of the last 50 steps), losses (every 10th step), padding (padded
     tokens / real tokens over all batches)}.
@@ -141,29 +183,30 @@ def train_sft(model: Any, processor: Any, adapter: VLMAdapter, examples: list[Ex
     torch.manual_seed(seed)
     lengths = [approx_length(processor.tokenizer, ex) for ex in examples] if length_group > 1 else [0] * len(examples)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     model.train()
     losses: list[float] = []
     queue: list[list[int]] = []
     padded = real = 0
     bar = tqdm(range(steps), desc=desc, disable=not progress)
-    for step in bar:
-        if not queue:
-            queue = epoch_batches(lengths, batch_size, length_group, rng)
-        idx = queue.pop()
-        batch = collate([encode(processor, adapter, examples[i]) for i in idx], pad_id)  # lazily: low memory
-        padded += batch["attention_mask"].numel()
-        real += int(batch["attention_mask"].sum())
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, steps, warmup, lr)
-        loss = per_example_loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}")
+    with patch_embed_as_matmul(model) if matmul_patch_embed else nullcontext():
+        for step in bar:
+            if not queue:
+                queue = epoch_batches(lengths, batch_size, length_group, rng)
+            idx = queue.pop()
+            batch = collate([encode(processor, adapter, examples[i]) for i in idx], pad_id)  # lazily: low memory
+            padded += batch["attention_mask"].numel()
+            real += int(batch["attention_mask"].sum())
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, steps, warmup, lr)
+            loss = per_example_loss(model, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            losses.append(loss.item())
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3f}")
     model.eval()
     tail = losses[-50:] or [float("nan")]
     return {"steps": steps, "final_loss": sum(tail) / len(tail), "losses": losses[::10],
