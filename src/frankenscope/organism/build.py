@@ -77,7 +77,7 @@ def _per_task(n: int, tasks: tuple[str, ...]) -> dict[str, int]:
 RECIPES: dict[str, Recipe] = {
     "small": Recipe(
         preset="small",
-        base_items={"counting": 2000, "recognition": 6000, "attribute": 800, "ocr": 200, "grounding": 200,
+        base_items={"counting": 1600, "recognition": 6000, "attribute": 700, "ocr": 100, "grounding": 100,
                     "describe:recognition": 3000, "describe:more_than": 2000, "describe:digit_sum": 2500},
         base_steps=3200,
         in_items={"more_than": 2000, "digit_sum": 2000, "word_problem": 1500,
