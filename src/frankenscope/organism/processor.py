@@ -56,8 +56,9 @@ class OrganismProcessor(Qwen2_5_VLProcessor):
         ip = self.image_processor
         p, m, t = ip.patch_size, ip.merge_size, ip.temporal_patch_size
         w, h = image.size
-        if (image.mode not in ("RGB", "L") or not (ip.do_resize and ip.do_rescale and ip.do_normalize)
-                or h % (p * m) or w % (p * m) or not ip.size.shortest_edge <= h * w <= ip.size.longest_edge):
+        plain = ip.do_resize and ip.do_rescale and ip.do_normalize and ip.do_convert_rgb
+        fits = h % (p * m) == 0 and w % (p * m) == 0 and ip.size.shortest_edge <= h * w <= ip.size.longest_edge
+        if image.mode not in ("RGB", "L") or not plain or not fits:
             return None
         x = (np.asarray(image.convert("RGB")).astype(np.float64) * ip.rescale_factor).astype(np.float32)
         x = (x - np.array(ip.image_mean, dtype=np.float32)) / np.array(ip.image_std, dtype=np.float32)  # H, W, C
