@@ -10,7 +10,7 @@ milliseconds per example, the padding factor (padded / real tokens) and the rati
 - `grouped`: + length grouping 16;
 - `fused`:   + fused AdamW;
 - `matmul`:  + the patch embedding run as a matmul;
-- `fast`:    + the organism's fast encoding (`OrganismProcessor.fast_image_inputs`): the recipe's SFT loop;
+- `fast`:    + the organism's fast encoding (`OrganismProcessor.fast_call`): the recipe's SFT loop;
 - `fast-b16`: the same at batch 16 (per example; half the steps cover the same data).
 
 Usage: .venv/bin/python benchmarks/sft_throughput.py [--steps 40] [--reps 3] [--threads 2]
@@ -59,7 +59,7 @@ def main() -> None:
                 kw = dict(SETTINGS[name])
                 model, processor = build_organism("small", seed=0, initializer_range=0.06)
                 if not kw.pop("fast_encode"):  # the processor's own path for every example
-                    processor.fast_image_inputs = lambda image: None
+                    processor.fast_call = lambda text, image: None
                 t0 = time.perf_counter()
                 stats = train_sft(model, processor, get_adapter(model), examples, steps=args.steps,
                                   seed=rep, progress=False, **kw)  # type: ignore[arg-type]

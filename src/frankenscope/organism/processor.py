@@ -68,6 +68,21 @@ class OrganismProcessor(Qwen2_5_VLProcessor):
         return {"pixel_values": torch.from_numpy(np.ascontiguousarray(x)),
                 "image_grid_thw": torch.tensor([[1, gh, gw]], dtype=torch.int64)}
 
+    def fast_call(self, text: str, image: Image.Image) -> dict[str, torch.Tensor] | None:
+        """`self(text=[text], images=[image], return_tensors="pt")`'s input_ids, mm_token_type_ids,
+        pixel_values and image_grid_thw, bit-identical, without the processor's per-call overhead; None
+        when `fast_image_inputs` does not apply or `text` has not exactly one image placeholder.
+
+        As the processor does, the placeholder is expanded to grid_t * grid_h * grid_w / merge^2 image
+        tokens before tokenizing; mm_token_type_ids is 1 on image tokens, 0 elsewhere.
+        """
+        vision = self.fast_image_inputs(image)
+        if vision is None or text.count(self.image_token) != 1:
+            return None
+        n_tok = int(vision["image_grid_thw"].prod()) // self.image_processor.merge_size ** 2
+        ids = torch.tensor(self.tokenizer(text.replace(self.image_token, self.image_token * n_tok))["input_ids"])
+        return {"input_ids": ids[None], "mm_token_type_ids": (ids == self.image_token_id).long()[None], **vision}
+
 
 def build_processor(max_side: int = 224) -> OrganismProcessor:
     """Processor for images between 112x112 and max_side x max_side pixels (patch 14, merge 2)."""

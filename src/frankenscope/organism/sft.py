@@ -37,20 +37,14 @@ def encode(processor: Any, adapter: VLMAdapter, ex: Example) -> dict[str, torch.
     The response is the tail of the full ids that equals the tokenized `target + eos` (one processor
     call: the image is processed once); if the tokenizer merges across the boundary, the prompt is
     processed on its own to count its tokens. With the organism's processor, a one-image example
-    takes a fast path with the same output (`OrganismProcessor.fast_image_inputs`, the image
-    placeholder expanded to grid / merge^2 tokens as the processor does, then the tokenizer alone).
+    takes its bit-identical fast path (`OrganismProcessor.fast_call`).
     """
     n_img = 0 if ex.image is None else 1
     prompt = adapter.build_prompt(processor, ex.text, n_images=n_img)
     eos = processor.tokenizer.eos_token
     images = None if ex.image is None else [ex.image]
-    vision = processor.fast_image_inputs(ex.image) if images and hasattr(processor, "fast_image_inputs") else None
-    if vision is not None and prompt.count(processor.image_token) == 1:
-        n_tok = int(vision["image_grid_thw"].prod()) // processor.image_processor.merge_size ** 2
-        expanded = prompt.replace(processor.image_token, processor.image_token * n_tok)
-        ids = torch.tensor(processor.tokenizer(expanded + ex.target + eos)["input_ids"])
-        full = {"input_ids": ids[None], "mm_token_type_ids": (ids == processor.image_token_id).long()[None], **vision}
-    else:
+    full = processor.fast_call(prompt + ex.target + eos, ex.image) if images and hasattr(processor, "fast_call") else None
+    if full is None:
         full = processor(text=[prompt + ex.target + eos], images=images, return_tensors="pt")
     ids = full["input_ids"][0]
     tail = processor.tokenizer(ex.target + eos, add_special_tokens=False)["input_ids"]
