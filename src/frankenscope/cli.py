@@ -155,7 +155,10 @@ def run_eval(model: str, out: Path, *, suite: str = "organism", data: Path | Non
                       max_new_tokens=max_new_tokens, progress=progress)
     t0 = time.time()
     result = evaluate(items, gen, seed=seed)
+    from frankenscope.evaluate.extract import grader_identity
+
     settings = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": dtype, "greedy": True,
+                "grader": grader_identity(),
                 "data": str(data), "n_items": len(items), "wall_s": round(time.time() - t0, 2)}
     fp = model_fingerprint(model) if Path(model).exists() else None
     write_eval_result(result, out, model_source=model, model_fingerprint=fp, seed=seed, settings=settings)

@@ -17,7 +17,7 @@ from typing import Any
 
 from frankenscope import __version__
 
-PACKAGES = ("torch", "transformers", "safetensors", "accelerate", "tokenizers", "trl", "numpy", "pillow")
+PACKAGES = ("torch", "transformers", "safetensors", "accelerate", "tokenizers", "trl", "numpy", "pillow", "math-verify")
 
 
 def package_versions() -> dict[str, str | None]:

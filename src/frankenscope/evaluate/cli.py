@@ -40,6 +40,7 @@ from typing import Any
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.cache import CachedGenerator, ResponseCache
+from frankenscope.evaluate.extract import grader_identity
 from frankenscope.evaluate.finegrained import (
     MetricSets,
     compare_models,
@@ -373,6 +374,7 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
         payload = {
             "suite": suite, "data": str(data_path), "benchmark_label": bench_label,
             "settings": {"n": n, "n_per_task": n_per_task if suite == "organism" else None, "seed": seed,
+                         "grader": grader_identity(),
                          "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                          "max_image_pixels": max_image_pixels, "dtype": dtype, "use_query": use_query,
                          "benchmarks": bench_names, "n_boot": n_boot, "cache": str(store.path),

@@ -1,19 +1,29 @@
 """Answer extraction and rule-based grading, one rule per `Item.answer_type`.
 
-Fixes the reference code's extraction bugs (reference-method.md §11.1): a leading digit followed by
-`.`, `:` or `-` is never treated as an option label, so "3.5" stays 3.5, "0.25" stays 0.25 and
-"1:2" stays "1:2". Numeric comparison uses a tight 1e-6 relative tolerance (the reference: 1%),
-widened to half a unit in the last place when the item states its precision
-(`meta["precision"]` = number of decimals, as in MathVista). Text answers also match after a light
-LaTeX normalisation and, when the optional `math-verify` package is installed, by its equivalence
-check.
+Extraction finds the FINAL answer of a response, the way real chains of thought end: the last
+`<answer>` tag, the last `\\boxed{}`, the value after the last answer cue ("Answer:" reads on to the
+next non-empty line; "the answer is ..."), and only then a fallback (the last number of the response
+for numeric items). When a response has a `</think>` block, only the text after it is searched.
+
+A leading digit followed by `.`, `:` or `-` is never treated as an option label, so "3.5" stays 3.5,
+"0.25" stays 0.25 and "1:2" stays "1:2". An answer that is an expression resolves to its result
+("3 + 2 = 5" -> 5, "x = 5" -> 5, "3 + 2" -> 5). Numeric comparison uses a tight 1e-6 relative
+tolerance, widened to half a unit in the last place when the item states its precision
+(`meta["precision"]` = number of decimals, as in MathVista). Gold answers pass through the same
+cleaning as predictions (`$...$`, trailing period, `**`). Text answers also match after a light LaTeX
+normalisation and by `math-verify`'s equivalence check (a pinned dependency; its version is part of
+`grader_identity()`, which every result file records).
 """
 
 from __future__ import annotations
 
+import ast
 import math
+import operator
 import re
+import threading
 from collections.abc import Callable
+from importlib import metadata
 from typing import Any
 
 from frankenscope.data.schema import Item
@@ -23,7 +33,13 @@ Box = tuple[float, float, float, float]
 
 _BOXED = re.compile(r"\\boxed\s*\{")
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
-_ANSWER_LINE = re.compile(r"answer\s*:", re.IGNORECASE)
+_ANSWER_LINE = re.compile(r"answer\s*(?:\*\*)?\s*:", re.IGNORECASE)
+# "the answer is 18", "the final answer is: 18", "so the answer would be B"
+_ANSWER_PHRASE = re.compile(r"\banswer\s+(?:is|would\s+be|should\s+be)\b\s*:?", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"\.(?=\s|$)")
+_ARITHMETIC = re.compile(r"[-+\u2212]?[\d.,\s+\-*/×÷^()\u2212]+")
+_OPERATOR = re.compile(r"[+\-*/×÷^\u2212]")
+_LIST_COMMA = re.compile(r",(?!\d{3}(?!\d))")  # a comma that is not a thousands separator: a list, not a sum
 _LATEX_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}")
 # A number: optional sign, digits with optional thousands commas ("1,000"), optional decimals; or ".5".
 _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|[-+]?\.\d+")
@@ -31,6 +47,8 @@ _NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|[-+]?\.\d
 _PLAIN_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?|[-+]?\.\d+")
 _FRACTION = re.compile(r"^\\[dt]?frac\s*\{([^{}]+)\}\s*\{([^{}]+)\}$|^([^/]+)/([^/]+)$")
 _LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_LETTER_RUN = re.compile(r"[A-H]{2,8}")  # "AC"
+_LETTER_LIST = re.compile(r"\(?[A-Z]\)?(?:\s*(?:,|;|&|and|\s)\s*\(?[A-Z]\)?)+")  # "A, C", "(A) and (C)"
 # An option label at the start of an answer: "B", "(B)", "B.", "B)", "B:", "B. 145" (capital letter only,
 # or a lone lower-case letter); a digit never counts, which is what keeps "3.5" intact.
 _OPTION = re.compile(r"^\(?([A-Z])\)?(?:[.):]\s*(.*))?$|^\(?([a-z])\)?$", re.DOTALL)
@@ -63,15 +81,46 @@ def _clean(s: str) -> str:
     return s.strip()
 
 
-def extract_answer(text: str) -> str:
+def _after_think(text: str) -> str:
+    """The text after the last `</think>` when it is not empty (the answer part of a reasoning trace)."""
+    head, sep, tail = text.rpartition("</think>")
+    return tail if sep and tail.strip() else text
+
+
+def _after_cue(text: str) -> str | None:
+    """The value after the LAST answer cue, or None when there is none.
+
+    "Answer:" (also "Final answer:", "**Answer:**") reads the rest of its line, or the next non-empty line
+    when the rest is empty; "the answer is X" reads X up to the end of its sentence (a period followed by
+    white space or the end of the line; "3.5" is kept whole).
+    """
+    cues = [(m.end(), "line") for m in _ANSWER_LINE.finditer(text)]
+    cues += [(m.end(), "phrase") for m in _ANSWER_PHRASE.finditer(text)]
+    if not cues:
+        return None
+    end, kind = max(cues)
+    rest = text[end:]
+    if kind == "line":
+        lines = rest.split("\n")
+        first = lines[0].replace("**", "").strip()
+        if not first:
+            first = next((ln for ln in lines[1:] if ln.replace("**", "").strip()), "")
+        return first
+    line = rest.split("\n", 1)[0]
+    return _SENTENCE_END.split(line, maxsplit=1)[0]
+
+
+def extract_answer(text: str, answer_type: str | None = None) -> str:
     """The final answer in a response.
 
-    Rule, first that applies: the content of the last `<answer>...</answer>` (or of the last
-    `\\boxed{...}` inside it); the content of the LAST `\\boxed{...}` (balanced braces, so
-    `\\boxed{\\frac{1}{2}}` gives `\\frac{1}{2}`); the rest of the line after the last `Answer:`
-    (case-insensitive); the whole text. The result is cleaned: `**` removed, surrounding `$` stripped,
-    one trailing period removed, whitespace stripped.
+    Rule, first that applies (after dropping everything up to the last `</think>` when text follows it):
+    the content of the last `<answer>...</answer>` (or of the last `\\boxed{...}` inside it); the content
+    of the LAST `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` gives `\\frac{1}{2}`); the
+    value after the last answer cue (`_after_cue`); else, for `answer_type="number"`, the last number in
+    the text, and otherwise the whole text. The result is cleaned: `**` removed, surrounding `$`
+    stripped, one trailing period removed, whitespace stripped.
     """
+    text = _after_think(text)
     tags = _ANSWER_TAG.findall(text)
     if tags:
         inner = _last_boxed(tags[-1])
@@ -79,10 +128,60 @@ def extract_answer(text: str) -> str:
     boxed = _last_boxed(text)
     if boxed is not None:
         return _clean(boxed)
-    lines = list(_ANSWER_LINE.finditer(text))
-    if lines:
-        return _clean(text[lines[-1].end():].split("\n", 1)[0])
+    cue = _after_cue(text)
+    if cue is not None:
+        return _clean(cue)
+    if answer_type == "number":
+        numbers = _NUMBER.findall(text.replace("\u2212", "-"))
+        return numbers[-1] if numbers else ""
     return _clean(text)
+
+
+def resolve_expression(s: str) -> str:
+    """An answer that is an expression, replaced by its result: the part after the last `=` ("3 + 2 = 5"
+    -> "5", "x = 5" -> "5"), or the value of plain arithmetic on numbers ("3 + 2" -> "5", "2 × 3" -> "6",
+    with + - * / × ÷ ^ and parentheses). Anything else is returned unchanged."""
+    s = s.strip()
+    if "=" in s:
+        rhs = s.rsplit("=", 1)[1].strip()
+        if rhs:
+            s = rhs
+    if _ARITHMETIC.fullmatch(s) and _OPERATOR.search(s.lstrip("+-")) and not _LIST_COMMA.search(s):
+        value = _eval_arithmetic(s)
+        if value is not None:
+            return repr(int(value)) if value == int(value) and abs(value) < 1e15 else repr(value)
+    return s
+
+
+def _eval_arithmetic(s: str) -> float | None:
+    """Value of an expression of numbers with + - * / ^ and parentheses (no names, no calls), or None."""
+    expr = s.replace("\u2212", "-").replace("×", "*").replace("÷", "/").replace("^", "**").replace(",", "")
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return None
+    ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+           ast.Pow: operator.pow}
+
+    def ev(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return float(node.value)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp) and type(node.op) in ops:
+            if isinstance(node.op, ast.Pow) and abs(ev(node.right)) > 64:
+                raise ValueError("exponent too large")
+            return float(ops[type(node.op)](ev(node.left), ev(node.right)))
+        raise ValueError("not arithmetic")
+
+    try:
+        value = ev(tree)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return value if math.isfinite(value) else None
 
 
 def normalize_text(s: str) -> str:
@@ -171,9 +270,14 @@ def number_tolerance(item: Item) -> float:
     return 0.5 * 10.0 ** (-places) * (1 + 1e-9)
 
 
+def gold_answer(item: Item) -> str:
+    """The item's gold answer cleaned exactly like an extracted prediction (`$...$`, `**`, trailing period)."""
+    return _clean(item.answer)
+
+
 def _grade_number(pred: str, item: Item) -> bool:
-    gold = _gold(parse_number(item.answer), item)
-    p = parse_number(pred)
+    gold = _gold(parse_number(resolve_expression(gold_answer(item))), item)
+    p = parse_number(resolve_expression(pred))
     return p is not None and math.isclose(p, gold, rel_tol=REL_TOL, abs_tol=number_tolerance(item))
 
 
@@ -184,20 +288,36 @@ def _grade_box(pred: str, item: Item) -> bool:
 
 
 def _grade_yesno(pred: str, item: Item) -> bool:
-    gold = _first_word(item.answer)
+    gold = _first_word(gold_answer(item))
     if gold not in ("yes", "no"):
         raise FrankenscopeError(f"item {item.id!r}: yesno answer {item.answer!r} is neither yes nor no")
     return _first_word(pred) == gold
+
+
+def _letter_set(s: str) -> set[str] | None:
+    """The option letters of a multi-letter answer ("A, C", "C and A", "(A)(C)", "AC"), or None when `s` is
+    not a list of two or more capital letters."""
+    s = s.strip()
+    if _LETTER_RUN.fullmatch(s):
+        return set(s)
+    if not _LETTER_LIST.fullmatch(s):
+        return None
+    letters = set(re.findall(r"[A-Z]", s))
+    return letters if len(letters) >= 2 else None
 
 
 def _grade_choice(pred: str, item: Item) -> bool:
     """Letter match when the predicted letter is one of the item's choice letters, else option-text match.
 
     The gold answer may be a letter or the option text. Without `meta["choices"]` a letter is compared
-    with a letter gold answer directly.
+    with a letter gold answer directly. A gold answer of several letters ("A, C") is compared as a set
+    with the letters of the prediction (order and separators do not matter).
     """
     options = choice_options(item.meta)
-    gold = item.answer.strip()
+    gold = gold_answer(item)
+    gold_letters = _letter_set(gold)
+    if gold_letters is not None:
+        return _letter_set(pred) == gold_letters
     gold_label = _option_letter(gold)
     if gold_label and (not options or gold_label[0] in options) and not gold_label[1]:
         gold_letter: str | None = gold_label[0]
@@ -208,8 +328,13 @@ def _grade_choice(pred: str, item: Item) -> bool:
     label = _option_letter(pred)
     if label and (label[0] in options or (not options and gold_letter is not None)):
         return label[0] == gold_letter
-    if normalize_text(pred) == normalize_text(gold_text):
+    if normalize_text(pred) == normalize_text(gold_text) or (
+            pred.strip() and latex_normalize(pred) == latex_normalize(_clean(gold_text))):
         return True
+    if options:  # the value of an option counts like its letter: "\\frac{1}{2}" for the option "$\\frac{1}{2}$"
+        same = [k for k, v in options.items() if latex_normalize(_clean(v)) == latex_normalize(pred)]
+        if len(same) == 1:
+            return same[0] == gold_letter
     # "145" for the option "145°": accept a number only when exactly one option states that number.
     p = parse_number(pred)
     if p is None or not options or not _NUMBER.fullmatch(pred.strip().replace("\u2212", "-")):
@@ -238,30 +363,49 @@ def latex_normalize(s: str) -> str:
 
 
 def _grade_text(pred: str, item: Item) -> bool:
-    if normalize_text(pred) == normalize_text(item.answer):
-        return True
-    return bool(pred.strip()) and latex_normalize(pred) == latex_normalize(item.answer)
+    gold = gold_answer(item)
+    for cand in dict.fromkeys((pred, resolve_expression(pred) if "=" in pred and "=" not in gold else pred)):
+        if normalize_text(cand) == normalize_text(gold):
+            return True
+        if cand.strip() and latex_normalize(cand) == latex_normalize(gold):
+            return True
+    return False
 
 
 def math_verify_equal(pred: str, gold: str) -> bool | None:
     """math-verify's verdict on pred == gold (gold parsed as `$gold$`, pred as `\\boxed{pred}`), or None when
-    the optional `math-verify` package is not installed or cannot parse them."""
+    it cannot parse them (or, defensively, when the package is missing). Its signal-based timeouts only work
+    in the main thread; elsewhere they are switched off."""
     try:
         from math_verify import parse, verify  # type: ignore[import-not-found]
     except ImportError:
         return None
+    timeout = 5 if threading.current_thread() is threading.main_thread() else None
     try:
-        g, p = parse(f"${gold}$"), parse(f"\\boxed{{{pred}}}")
+        g = parse(f"${gold}$", parsing_timeout=timeout)  # type: ignore[arg-type]
+        p = parse(f"\\boxed{{{pred}}}", parsing_timeout=timeout)  # type: ignore[arg-type]
         if not g or not p:
             return None
-        return bool(verify(g, p))
+        return bool(verify(g, p, timeout_seconds=timeout))
     except Exception:  # the library raises on odd input and times out on huge expressions
         return None
 
 
+GRADER_VERSION = 2
+
+
+def grader_identity() -> dict[str, Any]:
+    """What graded the answers, for result files: this module's rule version and math-verify's version."""
+    try:
+        mv: str | None = metadata.version("math-verify")
+    except metadata.PackageNotFoundError:
+        mv = None
+    return {"grader": "frankenscope.evaluate.extract", "version": GRADER_VERSION, "math_verify": mv}
+
+
 _GRADERS: dict[str, Callable[[str, Item], bool]] = {
     "number": _grade_number,
-    "word": lambda pred, item: normalize_text(pred) == normalize_text(item.answer),
+    "word": lambda pred, item: normalize_text(pred) == normalize_text(gold_answer(item)),
     "yesno": _grade_yesno,
     "box": _grade_box,
     "choice": _grade_choice,
@@ -270,17 +414,19 @@ _GRADERS: dict[str, Callable[[str, Item], bool]] = {
 
 
 def grade(pred_text: str, item: Item) -> bool:
-    """Is the answer in a response correct? Extracts it with `extract_answer`, then by answer_type:
+    """Is the answer in a response correct? Extracts it with `extract_answer` (empty -> wrong), then by
+    answer_type, comparing with `gold_answer(item)` (the gold cleaned like the prediction):
 
-    - number: `parse_number` of both equal within 1e-6 relative tolerance, or within half a unit in the
-      last place of `meta["precision"]` decimals;
+    - number: the values equal within 1e-6 relative tolerance, or within half a unit in the last place of
+      `meta["precision"]` decimals; expressions resolve first (`resolve_expression`); else math-verify;
     - word: equal after lower-casing and collapsing whitespace;
-    - text: the same, or equal after `latex_normalize`, or (when math-verify is installed) equivalent by
-      `math_verify_equal`;
+    - text: the same, or equal after `latex_normalize` (also for the right side of "x = ..." when the gold
+      has no "="), or equivalent by `math_verify_equal`;
     - yesno: the first word is the gold yes/no (case-insensitive);
     - box: four numbers x1, y1, x2, y2 with IoU >= 0.5 against the gold box;
     - choice: the same option letter (only letters among `meta["choices"]` count as letters), else the
-      same option text, else a bare number equal to the number of exactly one option, the gold one.
+      same option text or value (LaTeX-normalised), else a bare number equal to the number of exactly one
+      option, the gold one; a multi-letter gold ("A, C") compares as a set of letters.
 
     An unparseable gold answer or an unknown answer_type raises FrankenscopeError naming the item.
     """
@@ -288,9 +434,11 @@ def grade(pred_text: str, item: Item) -> bool:
     if grader is None:
         raise FrankenscopeError(
             f"item {item.id!r}: unknown answer_type {item.answer_type!r}; choose one of {sorted(_GRADERS)}")
-    pred = extract_answer(pred_text)
+    pred = extract_answer(pred_text, item.answer_type)
+    if not pred.strip():
+        return False  # an empty response, or an empty answer after a cue, is never right
     if grader(pred, item):
         return True
-    if item.answer_type == "text" and pred:
-        return bool(math_verify_equal(pred, item.answer))
+    if item.answer_type in ("text", "number"):
+        return bool(math_verify_equal(pred, gold_answer(item)))
     return False
