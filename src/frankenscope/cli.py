@@ -123,8 +123,10 @@ def organism_freeze_plan(
 def run_eval(model: str, out: Path, *, suite: str = "organism", data: Path | None = None,
              tasks: str | None = None, n: int | None = None, batch_size: int = 16,
              max_new_tokens: int = 64, seed: int = 0, dtype: str = "float32", device: str | None = None,
+             device_map: str | None = None, attn_implementation: str = "sdpa", prompt_style: str = "plain",
              progress: bool = True) -> dict:
-    """Evaluate one model on a suite; write out/results.json and return its summary."""
+    """Evaluate one model on a suite; write out/results.json and return its summary. Prompts are rendered
+    through `prompt_style` (its system prompt, user prefix and suffix)."""
     from frankenscope.data.io import first_n_per_task, load_items, write_suite
     from frankenscope.evaluate.runner import (
         HFGenerator,
@@ -150,15 +152,19 @@ def run_eval(model: str, out: Path, *, suite: str = "organism", data: Path | Non
         items = [it for it in items if it.task in wanted]
     if n is not None:
         items = first_n_per_task(items, n)
-    loaded = load_model(model, dtype=dtype, device=device)
+    from frankenscope.evaluate.prompts import get_prompt_style
+
+    style = get_prompt_style(prompt_style)
+    loaded = load_model(model, dtype=dtype, device=device, device_map=device_map,
+                        attn_implementation=attn_implementation)
     gen = HFGenerator(loaded.model, loaded.processor, loaded.adapter, batch_size=batch_size,
-                      max_new_tokens=max_new_tokens, progress=progress)
+                      max_new_tokens=max_new_tokens, progress=progress, system=style.system)
     t0 = time.time()
-    result = evaluate(items, gen, seed=seed)
+    result = evaluate([style.apply(it) for it in items], gen, seed=seed)
     from frankenscope.evaluate.extract import grader_identity
 
     settings = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": dtype, "greedy": True,
-                "grader": grader_identity(),
+                "grader": grader_identity(), "prompt_style": style.to_dict(),
                 "data": str(data), "n_items": len(items), "wall_s": round(time.time() - t0, 2)}
     fp = model_fingerprint(model) if Path(model).exists() else None
     write_eval_result(result, out, model_source=model, model_fingerprint=fp, seed=seed, settings=settings)
@@ -180,6 +186,8 @@ def eval_cmd(
                                  "set (seeded subsample, saved as an id list)."),
     batch_size: int = typer.Option(16), max_new_tokens: int = typer.Option(64), seed: int = typer.Option(0),
     dtype: str = typer.Option("float32"), device: str | None = typer.Option(None),
+    device_map: str | None = typer.Option(None, help="e.g. auto: spread each model over the visible GPUs."),
+    attn_implementation: str = typer.Option("sdpa", help="sdpa | eager | flash_attention_2"),
     prompt_style: str = typer.Option("plain", help="plain|boxed|think_answer|think_boxed|STYLE.json; one, or "
                                      "comma-separated per model."),
     labels: str | None = typer.Option(None, help="Comma-separated column names for the models."),
@@ -205,7 +213,8 @@ def eval_cmd(
             finegrained_eval(models, out, suite=suite, data=data, prompt_style=prompt_style,
                              labels=labels.split(",") if labels else None, n=n, n_per_task=n_per_task, seed=seed,
                              benchmarks=benchmarks, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                             max_image_pixels=max_image_pixels, dtype=dtype, device=device, cache=cache,
+                             max_image_pixels=max_image_pixels, dtype=dtype, device=device, device_map=device_map,
+                             attn_implementation=attn_implementation, cache=cache,
                              judge=judge, describe=describe, descriptions=descriptions, use_query=not no_query,
                              from_hub=from_hub, reference=reference, echo=typer.echo)
         elif metrics == "accuracy":
@@ -213,7 +222,8 @@ def eval_cmd(
                 raise FrankenscopeError("--metrics accuracy takes exactly one MODEL (use --metrics fine-grained "
                                         "to compare several)")
             run_eval(models[0], out, suite=suite, data=data, tasks=tasks, n=n, batch_size=batch_size,
-                     max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, device=device)
+                     max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, device=device, device_map=device_map,
+                     attn_implementation=attn_implementation, prompt_style=prompt_style)
         else:
             raise FrankenscopeError(f"--metrics {metrics!r}: choose accuracy or fine-grained")
     except FrankenscopeError as e:
@@ -233,13 +243,24 @@ def architectures() -> None:
 def study_cmd(
     config: Path = typer.Argument(..., help="Study YAML (see configs/)."),
     out: Path = typer.Option(..., help="Output folder: one subfolder per analysis, report.html, report.md."),
+    device: str | None = typer.Option(None, help="Override the config's device (e.g. cuda:0)."),
+    device_map: str | None = typer.Option(None, help="Override the config's device_map (e.g. auto)."),
+    dtype: str | None = typer.Option(None, help="Override the config's dtype (e.g. bfloat16)."),
 ) -> None:
     """Run every analysis for one Base -> IN -> RL triple and write the report; reruns skip finished units."""
-    from frankenscope.study.config import load_config
+    from frankenscope.study.config import StudyConfig, load_config
     from frankenscope.study.run import run_study
 
     try:
-        run_study(load_config(config), out, log=typer.echo)
+        cfg = load_config(config)
+        overrides = {k: v for k, v in {"device": device, "device_map": device_map, "dtype": dtype}.items()
+                     if v is not None}
+        if overrides:
+            try:
+                cfg = StudyConfig.model_validate({**cfg.model_dump(by_alias=True), **overrides})
+            except ValueError as e:
+                raise FrankenscopeError(f"study options: {e}") from e
+        run_study(cfg, out, log=typer.echo)
     except FrankenscopeError as e:
         _fail(e)
 
@@ -266,6 +287,7 @@ def demo(
             "name": f"organism-{preset}", "organism": True, "organism_preset": preset, "seed": seed,
             "base": {"path": str(org / "base")}, "in": {"path": str(org / "in")}, "rl": {"path": str(org / "rl")},
             "evaluation": {"n_per_task": 30 if preset == "small" else 4, "max_new_tokens": 48},
+            "probes": {"skip_max_new_tokens": 48, "attention_max_new_tokens": 48},
         })
         (out / "study.yaml").write_text(yaml.safe_dump(cfg.model_dump(by_alias=True), sort_keys=False))
         run_study(cfg, out / "study", log=typer.echo)

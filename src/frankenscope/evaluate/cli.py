@@ -267,6 +267,7 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
                      n: int | None = None, n_per_task: int = 50, seed: int = 0,
                      benchmarks: str | list[str] | None = None, batch_size: int = 16, max_new_tokens: int = 64,
                      max_image_pixels: int | None = None, dtype: str = "float32", device: str | None = None,
+                     device_map: str | None = None, attn_implementation: str = "sdpa",
                      cache: Path | None = None, judge: bool = False, describe: bool | None = None,
                      descriptions: Path | None = None, use_query: bool = True, from_hub: bool = False,
                      reference: str | None = None, n_boot: int = 2000, progress: bool = True,
@@ -282,6 +283,8 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
     benchmarks: paper suite only, dataset keys or "paper" (= MathVista, MathVerse, MathVision, LogicVista).
     max_image_pixels: downscale larger images before the processor (default: none for the organism,
         1280*720 for the paper suite). cache: SQLite file (default out/cache.sqlite).
+    dtype, device, device_map ("auto": across the visible GPUs; wins over device), attn_implementation:
+        how every model is loaded (`loading.load_model`).
     judge: grade with the LLM judge from FRANKENSCOPE_JUDGE_* (the judge's verdict is the label; a failed
         call leaves the item ungraded). describe: generate missing M_v2r descriptions with that endpoint
         (default: same as judge). descriptions: a file of descriptions to use first.
@@ -347,7 +350,8 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
                 from frankenscope.evaluate.runner import HFGenerator
                 from frankenscope.loading import load_model
 
-                return HFGenerator(load_model(model, dtype=dtype, device=device), batch_size=batch_size,
+                return HFGenerator(load_model(model, dtype=dtype, device=device, device_map=device_map,
+                                              attn_implementation=attn_implementation), batch_size=batch_size,
                                    max_new_tokens=max_new_tokens, system=style.system, progress=progress,
                                    max_image_pixels=max_image_pixels)
 
@@ -377,6 +381,7 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
                          "grader": grader_identity(),
                          "batch_size": batch_size, "max_new_tokens": max_new_tokens,
                          "max_image_pixels": max_image_pixels, "dtype": dtype, "use_query": use_query,
+                         "device": device, "device_map": device_map, "attn_implementation": attn_implementation,
                          "benchmarks": bench_names, "n_boot": n_boot, "cache": str(store.path),
                          "judge": judge_config.public() if judge_config and judge else None,
                          "describer": judge_config.public() if judge_config and describe else None},

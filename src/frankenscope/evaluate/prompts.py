@@ -1,8 +1,8 @@
-"""Named prompt styles: an explicit system prompt, user prefix and description layout per model.
+"""Named prompt styles: an explicit system prompt, user prefix/suffix and description layout per model.
 
-A style is chosen per model in the run configuration and written into every result file. It is
-never inferred from a model's name (the reference code's substring rules put the wrong prompt on
-some merged checkpoints, reference-method.md §11.2).
+A style is chosen per model in the run configuration and written into every result file; evaluation
+and every probe render prompts through it. It is never inferred from a model's name (substring rules
+put the wrong prompt on merged checkpoints, whose names say nothing about their training).
 
 Built-in styles (`PROMPT_STYLES`):
 
@@ -13,8 +13,10 @@ Built-in styles (`PROMPT_STYLES`):
 | think_answer  | reason in `<think>`, answer in `<answer>`       | solve step by step                 |
 | think_boxed   | reason in `<think>`, answer in `\\boxed{}`       | solve step by step, answer in one `\\boxed{}` |
 
-The wording is frankenscope's own. To reproduce another harness's exact prompts, write a JSON file
-with the fields of `PromptStyle` and pass its path instead of a name.
+The wording is frankenscope's own: each built-in style follows a FORMAT (no answer cue, `\\boxed{}`,
+`<think>`/`<answer>` tags), not any checkpoint's exact training prompt. To reproduce a checkpoint's or
+another harness's exact prompt, write a JSON file with the fields of `PromptStyle` (`user_suffix`
+appends an instruction to the user turn, as some recipes train) and pass its path instead of a name.
 
 The black-image + description condition (M_v2r) renders `description_template` with the item's
 description and question; `plain` uses the evaluation runner's layout
@@ -45,6 +47,7 @@ class PromptStyle:
 
     system: the system prompt (None: no system turn, i.e. the chat template's default).
     user_prefix: text placed before the question (include its own trailing blank line).
+    user_suffix: text placed after the question (include its own leading blank line).
     description_template: layout of the black-image + description condition, with the fields
         {description} and {question}; the user prefix goes before it.
     """
@@ -53,12 +56,14 @@ class PromptStyle:
     system: str | None = None
     user_prefix: str = ""
     description_template: str = PAPER_DESCRIPTION_TEMPLATE
+    user_suffix: str = ""
 
     def render(self, question: str, description: str | None = None) -> str:
-        """The user text: prefix + question, or prefix + the description layout when a description is given."""
+        """The user text: prefix + question + suffix; with a description, the description layout replaces
+        the bare question."""
         body = question if description is None else self.description_template.format(
             description=description, question=question)
-        return self.user_prefix + body
+        return self.user_prefix + body + self.user_suffix
 
     def apply(self, item: Item, with_description: bool = False) -> Item:
         """A copy of `item` whose prompt is the rendered user text (meta["question"] keeps the original)."""
@@ -99,17 +104,20 @@ def get_prompt_style(spec: str | PromptStyle) -> PromptStyle:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise FrankenscopeError(f"{path}: cannot read prompt style ({e})") from e
-        fields = {"name", "system", "user_prefix", "description_template"}
+        fields = {"name", "system", "user_prefix", "user_suffix", "description_template"}
         if not isinstance(doc, dict) or set(doc) - fields:
             raise FrankenscopeError(f"{path}: a prompt style is a JSON object with fields {sorted(fields)}")
         doc.setdefault("name", path.stem)
+        bad = [k for k, v in doc.items() if not (isinstance(v, str) or (k == "system" and v is None))]
+        if bad:
+            raise FrankenscopeError(f"{path}: field(s) {bad} must be strings (system may be null)")
         style = PromptStyle(**doc)
         if "{description}" not in style.description_template or "{question}" not in style.description_template:
             raise FrankenscopeError(f"{path}: description_template needs both {{description}} and {{question}}")
         return style
     raise FrankenscopeError(f"unknown prompt style {spec!r}; choose one of {', '.join(PROMPT_STYLES)} "
                             "or give the path of a .json file with fields name, system, user_prefix, "
-                            "description_template")
+                            "user_suffix, description_template")
 
 
 def styles_for(models: list[str], spec: str | list[str]) -> list[PromptStyle]:

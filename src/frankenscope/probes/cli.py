@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from frankenscope.data.io import first_n_per_task
+from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
+from frankenscope.evaluate.prompts import PromptStyle, get_prompt_style
 
 localize_app = typer.Typer(no_args_is_help=True,
                            help="Functional localization: visual-token swapping and layer skipping (paper Fig. 4).")
@@ -34,6 +37,18 @@ def _layers(spec: str | None, n_layers: int) -> list[int]:
     if spec is None or spec.strip().lower() == "all":
         return list(range(n_layers))
     return parse_layers(spec, n_layers)
+
+
+def probe_style(prompt_style: str | PromptStyle | None = "plain", system: str | None = None) -> PromptStyle:
+    """The prompt style of a probe: a style name or .json file (as in evaluation); `system`, when given,
+    replaces the style's system prompt (the older `--system` option)."""
+    style = get_prompt_style(prompt_style or "plain")
+    return replace(style, system=system) if system is not None else style
+
+
+def _styled_items(items: list[Item], style: PromptStyle) -> list[Item]:
+    """Items whose prompts are rendered through `style` (prefix + question + suffix), as evaluation does."""
+    return [style.apply(it) for it in items]
 
 
 def _fingerprint(model: str) -> str | None:
@@ -103,8 +118,12 @@ def run_localize_vision(model: str, out: str | Path, *, pairs: str = "organism",
                         engine: str = "fast", resize_source: bool = False, max_new_tokens: int = 24,
                         change_rule: str = "exact", system: str | None = None, seed: int = 0,
                         dtype: str = "float32", device: str | None = None, attn: str = "sdpa", plots: bool = True,
-                        progress: bool = True) -> tuple[Any, Path, Path | None]:
-    """`localize vision` as a function: (VisionLocalization, path of localize_vision.json, figure or None)."""
+                        progress: bool = True, prompt_style: str | PromptStyle = "plain",
+                        device_map: str | None = None) -> tuple[Any, Path, Path | None]:
+    """`localize vision` as a function: (VisionLocalization, path of localize_vision.json, figure or None).
+
+    Each pair's question is rendered through `prompt_style` (as in evaluation); `system` overrides its
+    system prompt. The style is recorded in the result's settings."""
     from frankenscope.loading import load_model
     from frankenscope.probes.plots import plot_vision
     from frankenscope.probes.swap import (
@@ -120,11 +139,14 @@ def run_localize_vision(model: str, out: str | Path, *, pairs: str = "organism",
         source = f"organism probe pairs (n={n or 50} per task, seed {seed})"
     else:
         inputs, source = file_probe_inputs(pairs, tasks, n), pairs
-    loaded = load_model(model, dtype=dtype, device=device, attn_implementation=attn)
+    style = probe_style(prompt_style, system)
+    inputs = [replace(inp, pair=replace(inp.pair, prompt=style.render(inp.pair.prompt))) for inp in inputs]
+    loaded = load_model(model, dtype=dtype, device=device, device_map=device_map, attn_implementation=attn)
     layer_list = _layers(layers, loaded.adapter.num_layers(loaded.model))
     result = localize_vision(loaded.model, loaded.processor, loaded.adapter, inputs, layers=layer_list, mode=mode,
                              engine=engine, max_new_tokens=max_new_tokens, resize_source=resize_source,
-                             change_rule=change_rule, system=system, seed=seed, progress=progress)
+                             change_rule=change_rule, system=style.system, seed=seed, progress=progress)
+    result.settings["prompt_style"] = style.to_dict()
     path = write_localize_vision(result, out, model_source=model, model_fingerprint=_fingerprint(model),
                                  pairs_source=source, seed=seed)
     return result, path, plot_vision(path, out) if plots else None
@@ -135,8 +157,11 @@ def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organ
                            max_new_tokens: int = 80,
                            batch_items: int | None = None, system: str | None = None, seed: int = 0,
                            dtype: str = "float32", device: str | None = None, plots: bool = True,
-                           progress: bool = True) -> tuple[Any, Path, Path | None]:
-    """`localize reasoning` as a function: (ReasoningLocalization, path of localize_reasoning.json, figure or None)."""
+                           progress: bool = True, prompt_style: str | PromptStyle = "plain",
+                           device_map: str | None = None, attn: str = "sdpa") -> tuple[Any, Path, Path | None]:
+    """`localize reasoning` as a function: (ReasoningLocalization, path of localize_reasoning.json, figure or None).
+
+    Prompts are rendered through `prompt_style` (as in evaluation); `system` overrides its system prompt."""
     from frankenscope.loading import load_model
     from frankenscope.probes.plots import plot_reasoning
     from frankenscope.probes.skip import localize_reasoning, write_localize_reasoning
@@ -144,11 +169,13 @@ def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organ
     out = Path(out)
     items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=REASONING_TASKS, n=n, seed=seed,
                                        data_root=data_root)
-    loaded = load_model(model, dtype=dtype, device=device)
+    style = probe_style(prompt_style, system)
+    loaded = load_model(model, dtype=dtype, device=device, device_map=device_map, attn_implementation=attn)
     layer_list = _layers(layers, loaded.adapter.num_layers(loaded.model))
-    result = localize_reasoning(loaded.model, loaded.processor, loaded.adapter, items, layers=layer_list,
-                                max_new_tokens=max_new_tokens, batch_items=batch_items, system=system, seed=seed,
-                                progress=progress)
+    result = localize_reasoning(loaded.model, loaded.processor, loaded.adapter, _styled_items(items, style),
+                                layers=layer_list, max_new_tokens=max_new_tokens, batch_items=batch_items,
+                                system=style.system, seed=seed, progress=progress)
+    result.settings["prompt_style"] = style.to_dict()
     path = write_localize_reasoning(result, out, model_source=model, model_fingerprint=_fingerprint(model),
                                     data_source=source, seed=seed)
     return result, path, plot_reasoning(path, out) if plots else None
@@ -156,11 +183,13 @@ def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organ
 
 def run_attention(models: dict[str, str], out: str | Path, *, dataset: str = "organism",
                   tasks: list[str] | None = None, n: int | None = None, data_root: str | None = None,
-                  layers: str | None = None, max_new_tokens: int = 80, batch_size: int = 16, system: str | None = None, seed: int = 0,
-                  dtype: str = "float32", device: str | None = None, plots: bool = True,
-                  progress: bool = True) -> tuple[Any, Path, Path | None]:
+                  layers: str | None = None, max_new_tokens: int = 80, batch_size: int = 16, system: str | None = None,
+                  seed: int = 0, dtype: str = "float32", device: str | None = None, plots: bool = True,
+                  progress: bool = True, prompt_style: str | PromptStyle = "plain",
+                  device_map: str | None = None) -> tuple[Any, Path, Path | None]:
     """`attention` as a function; models: label -> path, e.g. {"IN": ..., "RL": ...} (differences are to the
-    first). Returns (AttentionShift, path of attention.json, figure or None)."""
+    first). Returns (AttentionShift, path of attention.json, figure or None). Prompts are rendered through
+    `prompt_style` (one style for all models, so their attention is compared on the same text)."""
     from frankenscope.loading import load_model
     from frankenscope.probes.attention import attention_shift, write_attention
     from frankenscope.probes.plots import plot_attention
@@ -170,14 +199,17 @@ def run_attention(models: dict[str, str], out: str | Path, *, dataset: str = "or
         raise FrankenscopeError("no models given")
     items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=ATTENTION_TASKS, n=n, seed=seed,
                                        data_root=data_root)
+    style = probe_style(prompt_style, system)
+    items = _styled_items(items, style)
     loaded = {}
     for name, path in models.items():
-        m = load_model(path, dtype=dtype, device=device, attn_implementation="eager")
+        m = load_model(path, dtype=dtype, device=device, device_map=device_map, attn_implementation="eager")
         loaded[name] = (m.model, m.processor, m.adapter)
     model0, _, adapter0 = next(iter(loaded.values()))
     result = attention_shift(loaded, items, layers=_layers(layers, adapter0.num_layers(model0)),
-                             max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, seed=seed,
+                             max_new_tokens=max_new_tokens, batch_size=batch_size, system=style.system, seed=seed,
                              progress=progress)
+    result.settings["prompt_style"] = style.to_dict()
     path = write_attention(result, out, models={nm: {"source": p, "fingerprint": _fingerprint(p)}
                                                 for nm, p in models.items()}, data_source=source, seed=seed)
     return result, path, plot_attention(path, out) if plots else None
@@ -202,7 +234,9 @@ def localize_vision_cmd(
     max_new_tokens: int = typer.Option(24, help="Greedy decoding budget per answer."),
     change_rule: str = typer.Option("exact", help="exact: normalised extracted answers differ; reference: the "
                                     "reference code's rule (substring test for answers of >= 20 characters)."),
-    system: str | None = typer.Option(None, help="System prompt (default: none, the template's default)."),
+    prompt_style: str = typer.Option("plain", help="Prompt style: a built-in name (plain, boxed, think_answer, "
+                                     "think_boxed) or a .json style file, as in `eval`."),
+    system: str | None = typer.Option(None, help="System prompt, replacing the style's (default: the style's)."),
     seed: int = typer.Option(0, help="Seed of the organism pairs and of the bootstrap CIs."),
     dtype: str = typer.Option("float32"), device: str | None = typer.Option(None),
     attn: str = typer.Option("sdpa", help="Attention implementation (sdpa or eager)."),
@@ -213,7 +247,8 @@ def localize_vision_cmd(
         result, path, fig = run_localize_vision(
             model, out, pairs=pairs, tasks=_tasks(tasks), n=n, mode=mode, layers=layers, engine=engine,
             resize_source=resize_source, max_new_tokens=max_new_tokens, change_rule=change_rule, system=system,
-            seed=seed, dtype=dtype, device=device, attn=attn, plots=plots, progress=progress)
+            seed=seed, dtype=dtype, device=device, attn=attn, plots=plots, progress=progress,
+            prompt_style=prompt_style)
     except FrankenscopeError as e:
         _fail(e)
         return
@@ -238,7 +273,8 @@ def localize_reasoning_cmd(
     layers: str | None = typer.Option(None, help="Layers to skip, e.g. '0-5' (default: all)."),
     max_new_tokens: int = typer.Option(80, help="Greedy decoding budget per response."),
     batch_items: int | None = typer.Option(None, help="Items per generate call (each adds 1 + #layers rows)."),
-    system: str | None = typer.Option(None, help="System prompt (default: none)."),
+    prompt_style: str = typer.Option("plain", help="Prompt style: a built-in name or a .json style file."),
+    system: str | None = typer.Option(None, help="System prompt, replacing the style's (default: the style's)."),
     seed: int = typer.Option(0, help="Seed of the organism suite and of the bootstrap CIs."),
     dtype: str = typer.Option("float32"), device: str | None = typer.Option(None),
     plots: bool = typer.Option(True, "--plots/--no-plots"), progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -249,7 +285,7 @@ def localize_reasoning_cmd(
             model, out, dataset=dataset, tasks=_tasks(tasks), n=n, data_root=data_root, layers=layers,
             max_new_tokens=max_new_tokens,
             batch_items=batch_items, system=system, seed=seed, dtype=dtype, device=device, plots=plots,
-            progress=progress)
+            progress=progress, prompt_style=prompt_style)
     except FrankenscopeError as e:
         _fail(e)
         return
@@ -273,7 +309,8 @@ def attention_cmd(
     layers: str | None = typer.Option(None, help="Layers to measure (default: all)."),
     max_new_tokens: int = typer.Option(80, help="Greedy decoding budget of the responses."),
     batch_size: int = typer.Option(16, help="Generation batch size."),
-    system: str | None = typer.Option(None, help="System prompt (default: none)."),
+    prompt_style: str = typer.Option("plain", help="Prompt style: a built-in name or a .json style file."),
+    system: str | None = typer.Option(None, help="System prompt, replacing the style's (default: the style's)."),
     seed: int = typer.Option(0, help="Seed of the organism suite and of the bootstrap CIs."),
     dtype: str = typer.Option("float32"), device: str | None = typer.Option(None),
     plots: bool = typer.Option(True, "--plots/--no-plots"), progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -287,7 +324,7 @@ def attention_cmd(
             dict(zip(names, models, strict=True)), out, dataset=dataset, tasks=_tasks(tasks), n=n,
             data_root=data_root, layers=layers,
             max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, seed=seed, dtype=dtype,
-            device=device, plots=plots, progress=progress)
+            device=device, plots=plots, progress=progress, prompt_style=prompt_style)
     except FrankenscopeError as e:
         _fail(e)
         return

@@ -1,14 +1,24 @@
-"""The study config (YAML): which models, how to prompt them, and the settings of every analysis."""
+"""The study config (YAML): which models, how to prompt them, where they run, and every analysis's settings.
+
+Everything is checked when the file is loaded, naming the field: prompt styles (a built-in name or a
+style file, relative paths read from the config's folder), the partition, dtype, attention
+implementation and benchmark names. Placement (`device`, `device_map`, `dtype`,
+`attn_implementation`) reaches every model load of the study: evaluation, probes, hybrids.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from frankenscope.errors import FrankenscopeError
+
+DTYPE_NAMES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "float64", "auto")
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flash_attention_3")
 
 
 class _Strict(BaseModel):
@@ -19,28 +29,40 @@ class ModelSpec(_Strict):
     """One checkpoint: an HF folder or hub id, and the prompt style it was trained with."""
 
     path: str
-    prompt_style: str = "plain"
+    prompt_style: str = "plain"      # a built-in style name or a .json style file (see evaluate/prompts.py)
 
 
 class EvalSettings(_Strict):
     suite: Literal["organism", "paper"] = "organism"
     data: str | None = None          # a suite folder, or the folder with the paper datasets
-    n: int | None = None             # items per metric set (deterministic subsample, saved as an id list)
-    n_per_task: int = 50             # organism suite: items drawn per task
-    max_new_tokens: int = 80
-    batch_size: int = 32
+    n: int | None = Field(None, ge=1)  # items per metric set (deterministic subsample, saved as an id list)
+    n_per_task: int = Field(50, ge=1)  # organism suite: items drawn per task
+    max_new_tokens: int = Field(80, ge=1)
+    batch_size: int = Field(32, ge=1)
     benchmarks: list[str] = Field(default_factory=list)  # e.g. [mathvista, mathverse, mathvision, logicvista]
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _known_benchmarks(cls, v: list[str]) -> list[str]:
+        from frankenscope.data.datasets import DATASETS
+
+        for b in v:
+            if b.lower() != "paper" and b.lower().replace("-", "").replace("_", "") not in DATASETS:
+                raise ValueError(f"unknown benchmark {b!r}; choose from {', '.join(DATASETS)} or 'paper'")
+        return v
 
 
 class ProbeSettings(_Strict):
     pairs: str | None = None         # probe pairs (jsonl / folder / paper layout); None: the organism's
     swap_mode: Literal["cumulative", "single"] = "cumulative"
     layers: str | None = None        # e.g. "0-27"; None: all
-    max_new_tokens: int = 16
+    max_new_tokens: int = Field(16, ge=1)  # visual-token swapping: short perception answers
+    skip_max_new_tokens: int = Field(80, ge=1)       # layer skipping: a full reasoning response
+    attention_max_new_tokens: int = Field(80, ge=1)  # attention: the response whose attention is measured
     reasoning_dataset: str | None = None  # layer skipping; None: the organism's items; e.g. "gsm8k,math500"
     attention_dataset: str | None = None  # attention IN vs RL (items with images); None: organism; e.g. mathvista
     data: str | None = None               # folder of the paper datasets named above (default: evaluation.data)
-    n: int | None = None
+    n: int | None = Field(None, ge=1)
     models: list[Literal["base", "in", "rl"]] = Field(default_factory=lambda: ["base", "in", "rl"])
 
 
@@ -61,8 +83,9 @@ class StudyConfig(_Strict):
     partition: str = "thirds"
     non_layer_from: Literal["early", "IN", "RL"] = "early"
     dtype: str = "float32"
-    device: str | None = None
-    device_map: str | None = None
+    device: str | None = None        # e.g. "cuda:0": the whole model on one device
+    device_map: str | None = None    # e.g. "auto": spread over the visible GPUs (wins over device)
+    attn_implementation: str = "sdpa"  # the attention probe always uses eager (it needs the weights)
     seed: int = 0
     evaluation: EvalSettings = Field(default_factory=EvalSettings)
     probes: ProbeSettings = Field(default_factory=ProbeSettings)
@@ -72,6 +95,47 @@ class StudyConfig(_Strict):
 
     def models(self) -> dict[str, ModelSpec]:
         return {"base": self.base, "in": self.in_, "rl": self.rl}
+
+    def placement(self) -> dict[str, str | None]:
+        """The keyword arguments of every model load: dtype, device, device_map, attn_implementation."""
+        return {"dtype": self.dtype, "device": self.device, "device_map": self.device_map,
+                "attn_implementation": self.attn_implementation}
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, v: str) -> str:
+        if v not in DTYPE_NAMES:
+            raise ValueError(f"unknown dtype {v!r}; choose one of {', '.join(DTYPE_NAMES)}")
+        return v
+
+    @field_validator("attn_implementation")
+    @classmethod
+    def _known_attn(cls, v: str) -> str:
+        if v not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"unknown attention implementation {v!r}; choose one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+        return v
+
+    @field_validator("partition")
+    @classmethod
+    def _valid_partition(cls, v: str) -> str:
+        check_partition_spec(v)
+        return v
+
+
+def check_partition_spec(spec: str) -> None:
+    """Raise ValueError when a partition spec cannot be read; checked against the smallest layer count it can
+    describe (the model's own count is checked again when the model is known)."""
+    from frankenscope.weights.partition import partition
+
+    s = spec.strip().replace(" ", "")
+    nums = [int(x) for x in re.findall(r"\d+", s)]
+    if s == "thirds":
+        return
+    n = max(nums, default=0) + 1 if s.startswith("cuts:") or "=" in s else sum(nums)
+    try:
+        partition(max(n, 3), spec)
+    except FrankenscopeError as e:
+        raise ValueError(str(e)) from e
 
 
 def load_config(path: str | Path) -> StudyConfig:
@@ -84,7 +148,23 @@ def load_config(path: str | Path) -> StudyConfig:
     except yaml.YAMLError as e:
         raise FrankenscopeError(f"{path}: not valid YAML ({e})") from e
     try:
-        return StudyConfig.model_validate(raw)
+        cfg = StudyConfig.model_validate(raw)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
         raise FrankenscopeError(f"{path}: {problems}") from e
+    _resolve_styles(cfg, path)
+    return cfg
+
+
+def _resolve_styles(cfg: StudyConfig, path: Path) -> None:
+    """Check each model's prompt style; a style file named relative to the config is read from its folder."""
+    from frankenscope.evaluate.prompts import PROMPT_STYLES, get_prompt_style
+
+    for key, spec in cfg.models().items():
+        style = spec.prompt_style
+        if style not in PROMPT_STYLES and not Path(style).is_absolute() and (path.parent / style).is_file():
+            spec.prompt_style = str((path.parent / style).resolve())
+        try:
+            get_prompt_style(spec.prompt_style)
+        except FrankenscopeError as e:
+            raise FrankenscopeError(f"{path}: {key}.prompt_style: {e}") from e

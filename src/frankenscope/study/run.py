@@ -51,7 +51,7 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
         def run(folder: Path) -> Any:
             return finegrained_eval(models, folder, suite=ev.suite, data=suite_data, prompt_style=",".join(styles),
                                     labels=labels, n=ev.n, n_per_task=ev.n_per_task, seed=cfg.seed, batch_size=ev.batch_size,
-                                    max_new_tokens=ev.max_new_tokens, dtype=cfg.dtype, device=cfg.device,
+                                    max_new_tokens=ev.max_new_tokens, **cfg.placement(),
                                     benchmarks=",".join(ev.benchmarks) or None, progress=progress,
                                     cache=out / "cache.sqlite", echo=lambda s: None)
         return run
@@ -164,14 +164,10 @@ def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False)
     from frankenscope.probes.cli import run_attention, run_localize_reasoning, run_localize_vision
 
     pr = cfg.probes
-    common = dict(n=pr.n, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device, progress=progress)
+    common = dict(n=pr.n, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map,
+                  progress=progress)
     data_root = pr.data or cfg.evaluation.data
     styles = {k: v.prompt_style for k, v in cfg.models().items()}
-
-    def system(model: str) -> str | None:
-        from frankenscope.evaluate.prompts import get_prompt_style
-
-        return get_prompt_style(styles[model]).system
 
     def per_model(kind: str, run: Callable[[str, Path], Path]) -> Callable[[Path], Any]:
         def go(folder: Path) -> Any:
@@ -183,18 +179,18 @@ def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False)
 
     def vision(m: str, folder: Path) -> Path:
         return run_localize_vision(paths[m], folder, pairs=pr.pairs or "organism", mode=pr.swap_mode,
-                                   layers=pr.layers, max_new_tokens=pr.max_new_tokens, system=system(m),
-                                   **common)[1]
+                                   layers=pr.layers, max_new_tokens=pr.max_new_tokens, prompt_style=styles[m],
+                                   attn=cfg.attn_implementation, **common)[1]
 
     def reasoning(m: str, folder: Path) -> Path:
         return run_localize_reasoning(paths[m], folder, dataset=pr.reasoning_dataset or "organism", data_root=data_root,
-                                      layers=pr.layers, max_new_tokens=cfg.evaluation.max_new_tokens,
-                                      system=system(m), **common)[1]
+                                      layers=pr.layers, max_new_tokens=pr.skip_max_new_tokens,
+                                      prompt_style=styles[m], attn=cfg.attn_implementation, **common)[1]
 
     def attention(folder: Path) -> Any:
         return run_attention({"IN": paths["in"], "RL": paths["rl"]}, folder,
                              dataset=pr.attention_dataset or "organism", data_root=data_root, layers=pr.layers,
-                             max_new_tokens=cfg.evaluation.max_new_tokens, system=system("rl"), **common)
+                             max_new_tokens=pr.attention_max_new_tokens, prompt_style=styles["rl"], **common)
 
     return [Unit("attention", "attention.json", attention),
             Unit("localize-vision", "summary.json", per_model("localize-vision", vision)),
