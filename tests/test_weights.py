@@ -335,14 +335,17 @@ def test_all_hybrids_take_every_tensor_from_the_right_donor(orgs, tmp_path):
         recipe = yaml.safe_load((path / "merge.yaml").read_text())
         assert recipe["merge_method"] == "passthrough"
         covered = []
-        for sl in recipe["slices"]:
+        for sl in recipe["modules"]["text_decoder"]["slices"]:
             lo, hi = sl["sources"][0]["layer_range"]
             donor = "IN" if sl["sources"][0]["model"] == str(orgs["in"]) else "RL"
             for layer in range(lo, hi):
                 covered.append(layer)
                 assert meta["layer_donors"][str(layer)] == donor
         assert covered == list(range(4))
-        assert recipe["frankenscope"]["non_layer_donor"] == plan.split(":")[0]
+        host = str(orgs["in"] if plan.split(":")[0] == "IN" else orgs["rl"])  # the non-layer donor
+        assert recipe["base_model"] == host
+        assert recipe["modules"]["vision_tower"] == recipe["modules"]["multi_modal_projector"] == {
+            "models": [{"model": host}]}
 
 
 def test_non_layer_parts_from_a_named_donor(orgs, tmp_path):

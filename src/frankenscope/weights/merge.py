@@ -45,7 +45,10 @@ DEFAULT_SHARD_BYTES = 2 * 1024**3
 _COPY_BLOCK = 16 * 1024 * 1024
 #: donor files that are weights or earlier frankenscope outputs: never copied into a merge
 _SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".md")
-_SKIP_FILES = {INDEX_FILE, "pytorch_model.bin.index.json", "merge.json", "merge.yaml", "diff.json"}
+#: Files never copied from the non-layer donor: weights indexes, and frankenscope's own records of how the donor
+#: was made (a hybrid is not that stage: its provenance is merge.json).
+_SKIP_FILES = {INDEX_FILE, "pytorch_model.bin.index.json", "merge.json", "merge.yaml", "diff.json", "stage.json",
+               "manifest.json"}
 
 
 def plan_dirname(plan: str) -> str:
@@ -190,24 +193,36 @@ def _slices(layers: dict[str, list[int]], regions: dict[str, str], paths: Mappin
     return [{"sources": [{"model": paths[lab], "layer_range": rng}]} for rng, lab in runs]
 
 
+#: mergekit's module names for the parts outside the decoder layers of the Qwen2-VL / Qwen2.5-VL architecture
+#: (mergekit treats these as modular: a text decoder, a vision tower and a projector).
+MERGEKIT_SIDE_MODULES = ("vision_tower", "multi_modal_projector")
+
+
 def _merge_yaml(plan: str, regions: dict[str, str], layers: dict[str, list[int]], non_layer: str,
                 non_layer_from: str, partition_spec: str, paths: Mapping[str, str], dtype: str) -> str:
-    doc = {
+    """A mergekit passthrough recipe in its modular syntax: `modules.text_decoder.slices` copy whole decoder
+    layers [start, end) from one donor each; the vision tower and projector are taken whole from the
+    non-layer donor. frankenscope's own record of the merge (regions, donors, tensor counts) is merge.json."""
+    doc: dict[str, Any] = {
         "merge_method": "passthrough",
         "base_model": paths[non_layer],
-        "dtype": dtype,
-        "slices": _slices(layers, regions, paths),
-        "frankenscope": {
-            "plan": plan, "partition": partition_spec, "regions": {r: layers[r] for r in REGIONS},
-            "region_donors": regions, "non_layer_from": non_layer_from, "non_layer_donor": non_layer,
-            "non_layer_parts": "vision tower, projector, token embeddings, final norm, lm_head, config, "
-                               "generation config and processor files come from the non-layer donor",
-            "donors": dict(paths),
+        "modules": {
+            "text_decoder": {"slices": _slices(layers, regions, paths)},
+            **{m: {"models": [{"model": paths[non_layer]}]} for m in MERGEKIT_SIDE_MODULES},
         },
     }
-    head = ("# Frankenstein merge written by frankenscope; an equivalent mergekit passthrough recipe.\n"
-            "# Each slice copies whole decoder layers [start, end) from one donor; everything outside the\n"
-            "# decoder layers comes from base_model (the non-layer donor).\n")
+    if dtype != "mixed":
+        doc["dtype"] = dtype
+    late = regions["late"]
+    head = ("# Frankenstein merge written by frankenscope: an equivalent mergekit passthrough recipe\n"
+            f"# (plan {plan}, partition {partition_spec}, non-layer donor {non_layer}; details in merge.json).\n"
+            "# Each text_decoder slice copies whole decoder layers [start, end) from one donor; the vision tower\n"
+            "# and projector come whole from the non-layer donor. mergekit takes the token embeddings from the\n"
+            "# first slice's model and the final norm / lm_head from the last slice's model; frankenscope takes\n"
+            "# all of them from the non-layer donor.\n")
+    if late != non_layer:
+        head += (f"# Here they differ: mergekit would take the final norm and lm_head from {late}, frankenscope "
+                 f"from {non_layer}.\n")
     return head + yaml.safe_dump(doc, sort_keys=False)
 
 
