@@ -523,7 +523,7 @@ def test_load_benchmark_datasets(tmp_path: Path) -> None:
         "q2": {"imagename": "q1.png", "question": "Which ones?", "answer": "C, A", "skill": "deductive"}}))
     logic = load_logicvista(tmp_path / "LogicVista")
     assert [it.id for it in logic] == ["logicvista:q1", "logicvista:q2"]
-    assert logic[0].answer_type == "choice" and logic[1].answer == "A, C" and logic[1].answer_type == "text"
+    assert logic[0].answer_type == "choice" and logic[1].answer == "A, C" and logic[1].answer_type == "choice"
     assert logic[0].meta["skill"] == "inductive" and Path(logic[0].image).is_file()
 
 
@@ -547,7 +547,7 @@ def test_missing_dataset_helpful_error(tmp_path: Path, monkeypatch: pytest.Monke
         load_mathvista(tmp_path / "MathVista")
     msg = str(e.value)
     assert str(tmp_path / "MathVista" / "testmini.json") in msg and "data/testmini-*.parquet" in msg
-    assert "huggingface-cli download AI4Math/MathVista" in msg
+    assert "hf download AI4Math/MathVista" in msg
     with pytest.raises(FrankenscopeError, match="MATH-500 not found under .*test.jsonl"):
         dataset_folder(tmp_path, "math500")
     monkeypatch.delenv("FRANKENSCOPE_DATA", raising=False)

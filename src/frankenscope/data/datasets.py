@@ -15,27 +15,43 @@ content hash, because an Item names its image by path.
 Item ids are "<dataset>:<id in the dataset>"; meta["source_id"] keeps the dataset's own id, meta["dataset"]
 the dataset key. Field assumptions (checked against the public releases where possible):
 
-- MathVista (AI4Math/MathVista, split testmini): pid, question, image, decoded_image, choices, unit,
-  precision, answer, question_type (multi_choice | free_form), answer_type (integer | float | text |
-  list), query, metadata{category: general-vqa | math-targeted-vqa, context, task, ...}. The prompt is
-  `query` (it carries MathVista's answer-format hint) unless use_query=False, which gives `question`
-  plus a "Choices:" block as in the reference code. category: general-vqa -> "perception" (M_vis),
-  math-targeted-vqa -> "v2r" (M_v2r). Multiple choice -> answer_type "choice" with meta["choices"]
-  (gold = option text); integer/float -> "number" with meta["precision"]; text/list -> "text".
+- MathVista (AI4Math/MathVista, split testmini; the GitHub release's data/testmini.json is an object keyed by
+  pid without `query`, the Hugging Face parquet data/testmini-*.parquet has `query` and `decoded_image`): pid,
+  question, image, decoded_image, choices, unit, precision, answer, question_type (multi_choice | free_form),
+  answer_type (integer | float | text | list), query, metadata{category: general-vqa | math-targeted-vqa,
+  context, task, ...}. Prompt mode `prompt` (MATHVISTA_PROMPTS): "query" (default) = MathVista's hint query,
+  the `query` field or, when a record has none, the same text rebuilt with MathVista's hint template
+  (`mathvista_query`), so both layouts give one prompt; "question" = question + " (Unit: u)" + a "Choices:"
+  block as in the reference code. category: general-vqa -> "perception" (M_vis), math-targeted-vqa -> "v2r"
+  (M_v2r). Multiple choice -> answer_type "choice" with meta["choices"] (a list; gold = option text, its letter
+  in meta["answer_letter"]);
+  integer/float -> "number" with meta["precision"] and meta["unit"] (None without one); text/list -> "text".
 - MATH-500 (HuggingFaceH4/MATH-500, test.jsonl): problem, solution, answer, subject, level, unique_id.
   Text only, category "text"; answer_type "number" when the answer is a plain number, else "text".
-- GSM8K (openai/gsm8k, config main): question, answer ending in "#### N". id = row index; gold = N
-  without thousands commas; the worked solution goes to Item.solution.
-- MathVerse (AI4Math/MathVerse, testmini): sample_index, problem_index, problem_version, question
-  (choices are inside the text), image, answer (a letter for multi-choice), question_type
-  (multi-choice | free-form), metadata, query_wo, query_cot, question_for_eval. Prompt = `question`.
-- MathVision (MathLLMs/MathVision, testmini or test): id, question (may contain "<image1>"
-  placeholders, removed), options (list, empty for free-form), image, decoded_image, answer (a letter
-  when there are options), solution, level, subject. Options are appended as a "Choices:" block.
-- LogicVista (github.com/Yijia-Xiao/LogicVista, data/dataset.json; or a jsonl/parquet export): an
-  object keyed by id or a list of records with question, answer (option letter(s)) and the image
-  file name in imagename | image | image_path; images are looked up next to the data file and in an
-  images/ folder. A multi-letter answer ("A, C") becomes a "text" item with the letters sorted.
+- GSM8K (openai/gsm8k, config main: main/test-*.parquet; or the GitHub test.jsonl): question, answer ending in
+  "#### N". id = row index; gold = N without thousands commas; the worked solution goes to Item.solution.
+- MathVerse (AI4Math/MathVerse, testmini: root testmini.parquet or testmini.json + images; also
+  testmini_text_only): sample_index, problem_index, problem_version (Text Dominant | Text Lite | Vision
+  Intensive | Vision Dominant | Vision Only | Text Only), question (choices inside the text; "" for Vision
+  Only), image, answer (a letter for multi-choice), question_type (multi-choice | free-form), metadata,
+  query_wo, query_cot, question_for_eval. Prompt mode `prompt` (MATHVERSE_PROMPTS): "query_cot" (default,
+  the official CoT input), "query_wo" or "question", never empty (see `load_mathverse`). Multi-choice ->
+  "choice" with meta["choices"] = {letter: option text} parsed from the text (`parse_choices`); a free-form
+  "<number> <unit>" gold -> "number" with the number as gold and meta["unit"] (`split_unit`).
+- MathVision (MathLLMs/MathVision, testmini or test; data/<split>.jsonl with images/ paths, or parquet): id,
+  question (may contain "<image1>" placeholders, removed), options (list, empty for free-form), image,
+  decoded_image, answer (a letter when there are options), solution, level, subject. Options are appended as
+  a "Choices:" block and kept as the list meta["choices"].
+- LogicVista (github.com/Yijia-Xiao/LogicVista, data/dataset.json, an object keyed by id; or a list / jsonl /
+  parquet export): imagename (or image / image_path), question, answer (option letter(s), "C, A"; a few are
+  numbers), reasoning, skill, broad_capability, specific_capability, imagesource, sourcelink (all kept in
+  meta); images are looked up next to the data file and in an images/ folder. A letter answer is a "choice"
+  item with the letters sorted ("A, C"); several letters set meta["multi_letter"] and meta["answer_letters"].
+
+Every loader skips (never loads, never grades) an item whose prompt or gold answer is empty and warns once per
+load with the dataset, the count and the first ids. A gold answer wholly wrapped in `$...$` loses the dollar
+signs (the original goes to meta["raw_answer"]); nothing else is rewritten (the grader normalises gold and
+prediction alike).
 
 `subsample` draws n items with `numpy.random.RandomState(seed).choice(len, n, replace=False)`, sorted
 (the reference code's rule), and saves the chosen ids to a split file that later runs re-read.
@@ -50,6 +66,7 @@ import io
 import json
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,8 +109,8 @@ DATASETS: dict[str, DatasetSpec] = {
          for s in ("test", "train")}, "test"),
     "mathverse": DatasetSpec(
         "mathverse", "MathVerse", ("AI4Math/MathVerse", "testmini"), ("MathVerse", "mathverse"),
-        {"testmini": ("testmini.json", "testmini.jsonl", "testmini/testmini-*.parquet", "testmini-*.parquet",
-                      "data/testmini-*.parquet")}, "testmini"),
+        {s: (f"{s}.parquet", f"{s}-*.parquet", f"{s}/{s}-*.parquet", f"data/{s}-*.parquet", f"{s}.json",
+             f"{s}.jsonl") for s in ("testmini", "testmini_text_only")}, "testmini"),
     "mathvision": DatasetSpec(
         "mathvision", "MathVision", ("MathLLMs/MathVision", None), ("MathVision", "mathvision", "MATH-V", "math-v"),
         {s: (f"{s}.jsonl", f"data/{s}.jsonl", f"{s}.json", f"data/{s}-*.parquet", f"{s}-*.parquet")
@@ -113,7 +130,7 @@ PAPER_BENCHMARKS = ("mathvista", "mathverse", "mathvision", "logicvista")
 def _hub_hint(spec: DatasetSpec, folder: Path) -> str:
     repo, config = spec.hub
     cfg = f" (config {config})" if config else ""
-    return (f"On a machine with network: `huggingface-cli download {repo} --repo-type dataset --local-dir {folder}`"
+    return (f"On a machine with network: `hf download {repo} --repo-type dataset --local-dir {folder}`"
             f"{cfg}, then copy the folder here; or call the loader with from_hub=True where the Hugging Face "
             "hub is reachable.")
 
@@ -274,7 +291,7 @@ def _image_path(value: Any, bases: Iterable[Path], image_dir: Path, where: str) 
     tried = [p] if p.is_absolute() else []
     if not p.is_absolute():
         for base in bases:
-            tried += [base / p, base / "images" / p.name]
+            tried += [c for c in (base / p, base / "images" / p, base / "images" / p.name) if c not in tried]
     for cand in tried:
         if cand.is_file():
             return str(cand.resolve())
@@ -298,20 +315,176 @@ def _number_or_text(answer: str) -> str:
 
 
 def _required(row: dict[str, Any], names: tuple[str, ...], where: str) -> None:
+    """A field the dataset's schema always has must be there (an empty or null value is an empty item, which the
+    loaders skip and count; a missing field means the file is not that dataset's layout)."""
     for n in names:
-        if row.get(n) is None:
+        if n not in row:
             raise FrankenscopeError(f"{where}: missing field {n!r} (fields present: {', '.join(sorted(row))})")
+
+
+# --------------------------------------------------------------------------- shared helpers for the loaders
+
+#: MathVista prompt modes: the benchmark's hint `query`, or the bare question + choices (+ unit).
+MATHVISTA_PROMPTS = ("query", "question")
+MATHVISTA_DEFAULT_PROMPT = "query"
+#: MathVerse prompt modes: the official chain-of-thought input, the official direct-answer input, the question.
+MATHVERSE_PROMPTS = ("query_cot", "query_wo", "question")
+MATHVERSE_DEFAULT_PROMPT = "query_cot"
+#: Prompt settings per dataset: (accepted values, default). `load_dataset_items(prompts={...})` takes these keys.
+PROMPT_MODES: dict[str, tuple[tuple[str, ...], str]] = {
+    "mathvista": (MATHVISTA_PROMPTS, MATHVISTA_DEFAULT_PROMPT),
+    "mathverse": (MATHVERSE_PROMPTS, MATHVERSE_DEFAULT_PROMPT),
+}
+
+# MathVista's answer-format hints (its evaluation/build_query.py, zero-shot "solution" prompts), by answer type.
+_MATHVISTA_HINT_CHOICE = ("Hint: Please answer the question and provide the correct option letter, "
+                          "e.g., A, B, C, D, at the end.")
+_MATHVISTA_HINT_INTEGER = ("Hint: Please answer the question requiring an integer answer and provide the final "
+                           "value, e.g., 1, 2, 3, at the end.")
+_MATHVISTA_HINT_FLOAT = {
+    1: ("Hint: Please answer the question requiring a floating-point number with one decimal place and provide "
+        "the final value, e.g., 1.2, 1.3, 1.4, at the end."),
+    2: ("Hint: Please answer the question requiring a floating-point number with two decimal places and provide "
+        "the final value, e.g., 1.23, 1.34, 1.45, at the end."),
+}
+_MATHVISTA_HINT_LIST = ("Hint: Please answer the question requiring a Python list as an answer and provide the "
+                        "final list, e.g., [1, 2, 3], [1.2, 1.3, 1.4], at the end.")
+
+_DOLLAR_WRAPPED = re.compile(r"^\$+([^$]+?)\$+$", re.DOTALL)
+_LATEX_UNIT_WRAP = re.compile(r"\\(?:text|mathrm|textrm|rm)\s*\{\s*~?\s*([^{}]*?)\s*\}")
+_UNIT_BASES = ("cm|mm|dm|km|m|in|inch|inches|ft|feet|foot|yd|yards?|mi|miles?|g|kg|mg|lb|lbs|oz|s|sec|seconds?|"
+               "min|mins|minutes?|h|hr|hrs|hours?|days?|weeks?|years?|ml|mL|l|L|N|J|W|V|Pa|kPa|units?|"
+               "square units|sq units|degrees?|radians?|rad")
+# A unit after a number: a known base with an optional power (^2, ^{2}, ², ³) and an optional "/base", or
+# a degree sign (°, ^\circ, ^{\circ}), or a percent sign.
+_UNIT = re.compile(
+    rf"(?:(?:{_UNIT_BASES})(?:\s*(?:\^\s*\{{?[23]\}}?|[²³]))?(?:\s*/\s*(?:{_UNIT_BASES})(?:\^\{{?2\}}?|²)?)?"
+    r"|°|\^\s*\{?\\circ\}?|\\circ|\\?%)")
+_NUMBER_WITH_UNIT = re.compile(
+    rf"^([-+]?(?:\d{{1,3}}(?:,\d{{3}})+|\d+)(?:\.\d+)?|[-+]?\.\d+)\s*(?:\\[,;:!]|~|\\ )*\s*({_UNIT.pattern})\s*\.?$")
+# One option label: "A:", "A.", "A)", "A：" or "(A)", preceded by the start of the text or white space.
+_LABEL = r"(?<![^\s]){L}\s*[:.)\uff1a]|(?<![^\s])\({L}\)"
+
+
+def _clean_gold(answer: Any) -> str:
+    """The gold answer as a string, stripped; an answer wholly wrapped in `$...$` (math delimiters around the
+    entire answer, formatting only) loses them. A trailing period is NOT removed here: in MathVista it is part of
+    the option text (pids 50, 692, 915); the grader cleans gold and prediction alike."""
+    text = "" if answer is None else str(answer).strip()
+    m = _DOLLAR_WRAPPED.match(text)
+    return m.group(1).strip() if m else text
+
+
+def split_unit(answer: str) -> tuple[str, str] | None:
+    """(number, unit) when `answer` is a plain number followed by a unit ("14 cm", "60°", "2.5 m^2",
+    "12\\text{ cm}", "45\\%"); None otherwise."""
+    text = _LATEX_UNIT_WRAP.sub(r" \1", answer.strip())
+    m = _NUMBER_WITH_UNIT.match(text)
+    if not m:
+        return None
+    unit = m.group(2).strip()
+    return m.group(1).replace(",", ""), ("°" if "circ" in unit else unit)
+
+
+def parse_choices(text: str | None) -> dict[str, str]:
+    """Options written inside a question: letter -> option text, e.g. "Choices:\\nA:40°\\nB:60°",
+    "(A) 1 (B) 2", "A. x\\nB. y" or inline "A) 10 B) 12 C) 14". Labels must run A, B, C, ... in order (at
+    least two) and follow white space; the "A" label must also open a line or follow ":", "?", "." or ")";
+    the last such run in the text wins, and the last option ends at its line's end. {} when there is none."""
+    if not text:
+        return {}
+    best: dict[str, str] = {}
+    for start in re.finditer(_LABEL.format(L="A"), text):
+        before = text[:start.start()].rstrip(" \t")
+        if before and before[-1] not in "\n:?.)\uff1a\uff1f":  # "A" must open a line or follow "Choices:", "?"
+            continue
+        found = [("A", start.start(), start.end())]
+        pos = start.end()
+        for letter in _LETTERS[1:8]:
+            m = re.compile(_LABEL.format(L=letter)).search(text, pos)
+            if not m:
+                break
+            found.append((letter, m.start(), m.end()))
+            pos = m.end()
+        if len(found) < 2:
+            continue
+        options: dict[str, str] = {}
+        for i, (letter, _, end) in enumerate(found):
+            body = text[end:found[i + 1][1]] if i + 1 < len(found) else text[end:].split("\n", 1)[0]
+            options[letter] = body.strip().rstrip(",;").strip()
+        if all(options.values()):
+            best = options
+    return best
+
+
+def _warn_skipped(title: str, skipped: list[str], why: str = "an empty question or answer") -> None:
+    if skipped:
+        warnings.warn(f"{title}: skipped {len(skipped)} item(s) with {why} (first: {', '.join(skipped[:5])}); "
+                      "they are not loaded and never graded", stacklevel=3)
+
+
+def _check_mode(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise FrankenscopeError(f"{name}: unknown prompt mode {value!r}; choose one of {', '.join(allowed)}")
+    return value
+
+
+def _with_unit(question: str, unit: Any) -> str:
+    return f"{question} (Unit: {unit})" if unit not in (None, "") else question
+
+
+def mathvista_hint(row: dict[str, Any]) -> str:
+    """MathVista's answer-format hint for one record (multi-choice letter, integer, float by precision, list)."""
+    if row.get("question_type") == "multi_choice":
+        return _MATHVISTA_HINT_CHOICE
+    kind = row.get("answer_type")
+    if kind == "integer":
+        return _MATHVISTA_HINT_INTEGER
+    if kind == "float":
+        try:
+            places = int(float(row.get("precision")))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            places = 2
+        if places in _MATHVISTA_HINT_FLOAT:
+            return _MATHVISTA_HINT_FLOAT[places]
+        # not in testmini (MathVista's own builder has no hint for it): the same sentence with the count
+        return _MATHVISTA_HINT_FLOAT[2].replace("two decimal places", f"{places} decimal places")
+    if kind == "list":
+        return _MATHVISTA_HINT_LIST
+    return ""
+
+
+def mathvista_query(row: dict[str, Any]) -> str:
+    """MathVista's zero-shot hint query rebuilt from a record's fields, as the `query` field of the Hugging Face
+    release has it: hint, "Question: <question>" (+ " (Unit: u)"), then "Choices:" and "(A) option" lines."""
+    choices = [str(c) for c in (row.get("choices") or [])]
+    parts = [mathvista_hint(row), "Question: " + _with_unit(str(row.get("question") or ""), row.get("unit"))]
+    if choices:
+        parts.append("\n".join(["Choices:"] + [f"({_LETTERS[i]}) {c}" for i, c in enumerate(choices)]))
+    return "\n".join(p for p in parts if p)
 
 
 # --------------------------------------------------------------------------- per-dataset converters
 
 
-def load_mathvista(path: str | Path, *, split: str = "testmini", use_query: bool = True,
-                   image_dir: str | Path | None = None, from_hub: bool = False) -> list[Item]:
-    """MathVista items (see the module docstring for fields and mapping)."""
+def load_mathvista(path: str | Path, *, split: str = "testmini", prompt: str = MATHVISTA_DEFAULT_PROMPT,
+                   use_query: bool | None = None, image_dir: str | Path | None = None,
+                   from_hub: bool = False) -> list[Item]:
+    """MathVista items (see the module docstring for fields and mapping).
+
+    prompt: "query" (default) -> MathVista's hint query: the record's `query` field when it has one (the
+    Hugging Face parquet), else the same text rebuilt from the fields with MathVista's hint template (the
+    GitHub JSON, which has no `query`), so both layouts give the same prompt. "question" -> the question,
+    " (Unit: u)" when the record has a unit, then a blank line, "Choices:" and "A. option" lines for multiple
+    choice (the reference code's prompt, plus the unit). use_query: deprecated alias (True -> "query",
+    False -> "question"); it wins when given.
+    """
+    if use_query is not None:
+        prompt = "query" if use_query else "question"
+    _check_mode("MathVista", prompt, MATHVISTA_PROMPTS)
     rows, base = _records(path, "mathvista", split, from_hub)
     img_dir = Path(image_dir) if image_dir else default_image_dir() / "mathvista"
-    items = []
+    items, skipped = [], []
     for i, row in enumerate(rows):
         pid = str(_first(row, "pid", "_key") or i)
         where = f"MathVista {split} pid {pid}"
@@ -320,10 +493,16 @@ def load_mathvista(path: str | Path, *, split: str = "testmini", use_query: bool
         category = meta_in.get("category")
         choices = [str(c) for c in (row.get("choices") or [])]
         mc = row.get("question_type") == "multi_choice" and bool(choices)
-        if use_query and row.get("query"):
-            prompt = str(row["query"])
+        question = str(row.get("question") or "").strip()
+        answer = _clean_gold(row.get("answer"))
+        if not question or not answer:
+            skipped.append(pid)
+            continue
+        if prompt == "query":
+            text = str(row.get("query") or "").strip() or mathvista_query(row)
         else:
-            prompt = _choices_block(str(row["question"]), choices) if mc else str(row["question"])
+            text = _with_unit(str(row["question"]), row.get("unit"))
+            text = _choices_block(text, choices) if mc else text
         if mc:
             answer_type = "choice"
         elif row.get("answer_type") in ("integer", "float"):
@@ -331,70 +510,134 @@ def load_mathvista(path: str | Path, *, split: str = "testmini", use_query: bool
         else:
             answer_type = "text"
         meta = {"dataset": "mathvista", "source_id": pid, "question_type": row.get("question_type"),
-                "mathvista_answer_type": row.get("answer_type"), "unit": row.get("unit"),
-                "metadata": meta_in, "question": str(row["question"])}
+                "mathvista_answer_type": row.get("answer_type"), "unit": row.get("unit") or None,
+                "metadata": meta_in, "question": str(row["question"]), "prompt_mode": prompt}
         if choices:
             meta["choices"] = choices
+            if answer in choices:  # gold is the option text; its letter, for graders and reports
+                meta["answer_letter"] = _LETTERS[choices.index(answer)]
         if row.get("precision") is not None and answer_type == "number":
             meta["precision"] = row["precision"]
+        if answer != str(row["answer"]):
+            meta["raw_answer"] = str(row["answer"])
         image = _image_path(_first(row, "decoded_image", "image"), [base, Path(path)], img_dir, where)
-        items.append(Item(id=f"mathvista:{pid}", task="mathvista",
-                          prompt=prompt, answer=str(row["answer"]), answer_type=answer_type,
+        items.append(Item(id=f"mathvista:{pid}", task="mathvista", prompt=text, answer=answer,
+                          answer_type=answer_type,
                           category={"general-vqa": "perception", "math-targeted-vqa": "v2r"}.get(category, "v2r"),
                           image=image, meta=meta))
+    _warn_skipped(f"MathVista {split}", skipped)
     return items
 
 
 def load_math500(path: str | Path, *, split: str = "test", from_hub: bool = False) -> list[Item]:
     rows, _ = _records(path, "math500", split, from_hub)
-    items = []
+    items, skipped = [], []
     for i, row in enumerate(rows):
         uid = str(_first(row, "unique_id", "id", "_key") or i)
         _required(row, ("problem", "answer"), f"MATH-500 {uid}")
-        answer = str(row["answer"])
-        items.append(Item(id=f"math500:{uid}", task="math500", prompt=str(row["problem"]), answer=answer,
+        answer = _clean_gold(row["answer"])
+        problem = str(row.get("problem") or "")
+        if not problem.strip() or not answer:
+            skipped.append(uid)
+            continue
+        meta = {"dataset": "math500", "source_id": uid, "subject": row.get("subject"), "level": row.get("level")}
+        if answer != str(row["answer"]):
+            meta["raw_answer"] = str(row["answer"])
+        items.append(Item(id=f"math500:{uid}", task="math500", prompt=problem, answer=answer,
                           answer_type=_number_or_text(answer), category="text", image=None,
-                          solution=row.get("solution"),
-                          meta={"dataset": "math500", "source_id": uid, "subject": row.get("subject"),
-                                "level": row.get("level")}))
+                          solution=row.get("solution"), meta=meta))
+    _warn_skipped(f"MATH-500 {split}", skipped)
     return items
 
 
 def load_gsm8k(path: str | Path, *, split: str = "test", from_hub: bool = False) -> list[Item]:
     rows, _ = _records(path, "gsm8k", split, from_hub)
-    items = []
+    items, skipped = [], []
     for i, row in enumerate(rows):
         where = f"GSM8K {split} row {i}"
         _required(row, ("question", "answer"), where)
+        if not str(row.get("question") or "").strip() or not str(row.get("answer") or "").strip():
+            skipped.append(str(i))
+            continue
         solution, sep, final = str(row["answer"]).rpartition("####")
         if not sep:
             raise FrankenscopeError(f"{where}: answer has no '#### N' final line")
         gold = final.strip().replace(",", "")
+        if not gold:
+            skipped.append(str(i))
+            continue
         items.append(Item(id=f"gsm8k:{i}", task="gsm8k", prompt=str(row["question"]), answer=gold,
                           answer_type=_number_or_text(gold), category="text", solution=solution.strip(),
                           meta={"dataset": "gsm8k", "source_id": str(i)}))
+    _warn_skipped(f"GSM8K {split}", skipped)
     return items
 
 
-def load_mathverse(path: str | Path, *, split: str = "testmini", image_dir: str | Path | None = None,
-                   from_hub: bool = False) -> list[Item]:
+def _mathverse_prompt(row: dict[str, Any], mode: str) -> tuple[str, str]:
+    """(prompt, field it came from): the chosen field, else the next in a fixed order, never an empty text.
+    query_cot -> query_wo -> question; query_wo -> query_cot -> question; question -> query_wo -> query_cot
+    (a Vision Only record has `question: ""`: its question is in the image, and the official inputs say so)."""
+    order = {"query_cot": ("query_cot", "query_wo", "question"),
+             "query_wo": ("query_wo", "query_cot", "question"),
+             "question": ("question", "query_wo", "query_cot")}[mode]
+    for name in order:
+        text = str(row.get(name) or "").strip()
+        if text:
+            return text, name
+    return "", mode
+
+
+def load_mathverse(path: str | Path, *, split: str = "testmini", prompt: str = MATHVERSE_DEFAULT_PROMPT,
+                   image_dir: str | Path | None = None, from_hub: bool = False) -> list[Item]:
+    """MathVerse items. prompt: "query_cot" (default: the benchmark's official chain-of-thought input, the one
+    its paper reports), "query_wo" (the official direct-answer input) or "question" (the bare question); a
+    record whose chosen field is empty falls back as `_mathverse_prompt` says and records the field used in
+    meta["prompt_field"]. Multi-choice answers are letters ("choice", meta["choices"] letter -> option text
+    parsed from `question_for_eval`, else the question or queries, so an option's value grades like its
+    letter); a free-form answer "<number> <unit>" becomes a "number" item with the number as gold and
+    meta["unit"]; other free-form answers are "number" when plain numbers, else "text"."""
+    _check_mode("MathVerse", prompt, MATHVERSE_PROMPTS)
     rows, base = _records(path, "mathverse", split, from_hub)
     img_dir = Path(image_dir) if image_dir else default_image_dir() / "mathverse"
-    items = []
+    items, skipped = [], []
     for i, row in enumerate(rows):
         sid = str(_first(row, "sample_index", "id", "_key") or i)
         where = f"MathVerse {split} sample {sid}"
-        _required(row, ("question", "answer"), where)
-        answer = str(row["answer"]).strip()
+        _required(row, ("answer",), where)
+        text, field = _mathverse_prompt(row, prompt)
+        raw = "" if row.get("answer") is None else str(row["answer"])
+        answer = _clean_gold(raw)
+        if not text or not answer:
+            skipped.append(sid)
+            continue
         mc = str(row.get("question_type", "")).replace("_", "-") == "multi-choice"
+        meta: dict[str, Any] = {
+            "dataset": "mathverse", "source_id": sid, "problem_index": row.get("problem_index"),
+            "problem_version": row.get("problem_version"), "question_type": row.get("question_type"),
+            "metadata": row.get("metadata") or {}, "prompt_mode": prompt, "prompt_field": field,
+            "question": str(row.get("question") or ""), "question_for_eval": row.get("question_for_eval")}
+        unit = None
+        if mc:
+            letter = re.fullmatch(r"\(?([A-Za-z])\)?[.:]?", answer)
+            answer = letter.group(1).upper() if letter else answer
+            answer_type = "choice"
+            for source in (row.get("question_for_eval"), row.get("question"), row.get("query_wo"),
+                           row.get("query_cot")):
+                choices = parse_choices(str(source or ""))
+                if choices:
+                    meta["choices"] = choices
+                    break
+        else:
+            unit = split_unit(answer)
+            if unit:
+                answer, meta["unit"] = unit
+            answer_type = _number_or_text(answer)
+        if answer != raw:
+            meta["raw_answer"] = raw
         image = _image_path(_first(row, "decoded_image", "image"), [base, Path(path)], img_dir, where)
-        items.append(Item(id=f"mathverse:{sid}", task="mathverse", prompt=str(row["question"]), answer=answer,
-                          answer_type="choice" if mc else _number_or_text(answer),
-                          category="v2r" if image else "text", image=image,
-                          meta={"dataset": "mathverse", "source_id": sid,
-                                "problem_index": row.get("problem_index"),
-                                "problem_version": row.get("problem_version"),
-                                "question_type": row.get("question_type"), "metadata": row.get("metadata") or {}}))
+        items.append(Item(id=f"mathverse:{sid}", task="mathverse", prompt=text, answer=answer,
+                          answer_type=answer_type, category="v2r" if image else "text", image=image, meta=meta))
+    _warn_skipped(f"MathVerse {split}", skipped)
     return items
 
 
@@ -402,48 +645,80 @@ def load_mathvision(path: str | Path, *, split: str = "testmini", image_dir: str
                     from_hub: bool = False) -> list[Item]:
     rows, base = _records(path, "mathvision", split, from_hub)
     img_dir = Path(image_dir) if image_dir else default_image_dir() / "mathvision"
-    items = []
+    items, skipped = [], []
     for i, row in enumerate(rows):
         mid = str(_first(row, "id", "_key") or i)
         where = f"MathVision {split} id {mid}"
         _required(row, ("question", "answer"), where)
         options = [str(o) for o in (row.get("options") or [])]
-        question = _IMAGE_PLACEHOLDER.sub("", str(row["question"])).strip()
-        answer = str(row["answer"]).strip()
+        question = _IMAGE_PLACEHOLDER.sub("", str(row.get("question") or "")).strip()
+        raw = "" if row.get("answer") is None else str(row["answer"])
+        answer = _clean_gold(raw)
+        if not question or not answer:
+            skipped.append(mid)
+            continue
         meta: dict[str, Any] = {"dataset": "mathvision", "source_id": mid, "level": row.get("level"),
                                 "subject": row.get("subject")}
         if options:
             meta["choices"] = options
+        if answer != raw:
+            meta["raw_answer"] = raw
         image = _image_path(_first(row, "decoded_image", "image"), [base, Path(path)], img_dir, where)
         items.append(Item(id=f"mathvision:{mid}", task="mathvision",
                           prompt=_choices_block(question, options) if options else question, answer=answer,
                           answer_type="choice" if options else _number_or_text(answer),
                           category="v2r" if image else "text", image=image, solution=row.get("solution"),
                           meta=meta))
+    _warn_skipped(f"MathVision {split}", skipped)
     return items
+
+
+_LOGICVISTA_FIELDS = ("broad_capability", "specific_capability", "reasoning", "skill", "imagesource", "sourcelink",
+                      "capability", "reasoning_type", "reasoningtype")
 
 
 def load_logicvista(path: str | Path, *, split: str = "test", image_dir: str | Path | None = None,
                     from_hub: bool = False) -> list[Item]:
+    """LogicVista items. An answer made of option letters ("C", "C, A", "A and C") is a "choice" item whose gold
+    is the letters sorted and joined by ", " ("A, C"); several letters also set meta["multi_letter"] = True and
+    meta["answer_letters"] = ["A", "C"] (the grader compares letter sets). Other answers are "number"/"text".
+    Options written in the question ("A) 10 B) 12 ...") go to meta["choices"] (letter -> text)."""
     rows, base = _records(path, "logicvista", split, from_hub)
     img_dir = Path(image_dir) if image_dir else default_image_dir() / "logicvista"
-    items = []
+    items, skipped = [], []
     for i, row in enumerate(rows):
         image_field = _first(row, "decoded_image", "image", "imagename", "image_path")
         lid = str(_first(row, "id", "question_id", "_key") or
                   (Path(image_field).stem if isinstance(image_field, str) else i))
         where = f"LogicVista id {lid}"
         _required(row, ("question", "answer"), where)
-        letters = re.findall(r"\b[A-H]\b", str(row["answer"]).upper())
-        single = len(letters) == 1
-        answer = letters[0] if single else ", ".join(sorted(set(letters))) or str(row["answer"]).strip()
+        question = str(row.get("question") or "")
+        raw = "" if row.get("answer") is None else str(row["answer"])
+        answer = _clean_gold(raw)
+        if not question.strip() or not answer:
+            skipped.append(lid)
+            continue
+        meta: dict[str, Any] = {"dataset": "logicvista", "source_id": lid,
+                                **{k: row[k] for k in _LOGICVISTA_FIELDS if k in row}}
+        letters = re.findall(r"[A-Z]", answer.upper())
+        only_letters = re.fullmatch(r"\(?[A-Za-z]\)?(?:\s*(?:,|;|&|and|\s)\s*\(?[A-Za-z]\)?)*\.?", answer)
+        if only_letters and letters:
+            unique = sorted(set(letters))
+            answer, answer_type = ", ".join(unique), "choice"
+            if len(unique) > 1:
+                meta["multi_letter"] = True
+                meta["answer_letters"] = unique
+        else:
+            answer_type = _number_or_text(answer)
+        choices = parse_choices(question)
+        if choices:
+            meta["choices"] = choices
+        if answer != raw:
+            meta["raw_answer"] = raw
         image = _image_path(image_field, [base, Path(path)], img_dir, where)
-        items.append(Item(id=f"logicvista:{lid}", task="logicvista", prompt=str(row["question"]), answer=answer,
-                          answer_type="choice" if single else "text", category="v2r" if image else "text",
-                          image=image,
-                          meta={"dataset": "logicvista", "source_id": lid,
-                                **{k: row[k] for k in ("skill", "reasoning_type", "reasoningtype", "capability")
-                                   if k in row}}))
+        items.append(Item(id=f"logicvista:{lid}", task="logicvista", prompt=question, answer=answer,
+                          answer_type=answer_type, category="v2r" if image else "text", image=image, meta=meta))
+    _warn_skipped(f"LogicVista {split}", skipped)
     return items
 
 
@@ -453,11 +728,16 @@ LOADERS: dict[str, Callable[..., list[Item]]] = {
 }
 
 
-def load_dataset_items(key: str, path: str | Path, **kwargs: Any) -> list[Item]:
-    """Items of dataset `key` (a DATASETS key) from a dataset folder or data file."""
+def load_dataset_items(key: str, path: str | Path, *, prompts: dict[str, str] | None = None,
+                       **kwargs: Any) -> list[Item]:
+    """Items of dataset `key` (a DATASETS key) from a dataset folder or data file. Keyword arguments the loader
+    does not take are ignored. prompts: prompt mode per dataset key ({"mathvista": "question", "mathverse":
+    "query_wo"}; see PROMPT_MODES); the entry of this dataset is passed as the loader's `prompt`."""
     spec = _spec(key)
     loader = LOADERS[spec.key]
     accepted = inspect.signature(loader).parameters
+    if prompts and spec.key in prompts:
+        kwargs = {**kwargs, "prompt": prompts[spec.key]}
     return loader(path, **{k: v for k, v in kwargs.items() if k in accepted})
 
 

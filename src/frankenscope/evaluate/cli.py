@@ -171,7 +171,9 @@ def _parse_benchmarks(benchmarks: str | list[str] | None) -> list[str]:
 
 
 def _read_descriptions(path: Path) -> dict[str, str]:
-    """id -> description from a JSON object {id: text | {description}} or JSON Lines rows {id, description}."""
+    """id -> description from a JSON object {id: text | {description}}, JSON Lines rows {id, description}, or
+    MathVista's caption/OCR file format {"model", "url", "date", "texts": {pid: caption}} (keys are MathVista
+    pids, which items match through meta["source_id"]; empty captions are left out)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -185,10 +187,16 @@ def _read_descriptions(path: Path) -> dict[str, str]:
                     out[str(row["id"])] = str(row["description"])
         else:
             doc = json.loads(text)
+            if isinstance(doc, dict) and isinstance(doc.get("texts"), dict):
+                for k, v in doc["texts"].items():
+                    if isinstance(v, str) and v.strip():
+                        out[str(k)] = v.strip()
+                return out
             for k, v in doc.items():
                 out[str(k)] = str(v["description"] if isinstance(v, dict) else v)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        raise FrankenscopeError(f"{path}: expected {{id: description}} JSON or jsonl rows {{id, description}} ({e})") from e
+        raise FrankenscopeError(f"{path}: expected {{id: description}} JSON, jsonl rows {{id, description}} or "
+                                f"MathVista's caption file {{\"texts\": {{pid: caption}}}} ({e})") from e
     return out
 
 
