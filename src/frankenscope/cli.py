@@ -199,7 +199,9 @@ def eval_cmd(
     describe: bool | None = typer.Option(None, "--describe/--no-describe",
                                          help="Generate image descriptions with the judge endpoint."),
     descriptions: Path | None = typer.Option(None, help="JSON/jsonl file of image descriptions by id."),
-    no_query: bool = typer.Option(False, help="MathVista: use question+choices instead of the `query` field."),
+    mathvista_prompt: str = typer.Option("query", help="MathVista prompt: query (its hint query; rebuilt from the "
+                                         "fields when the file has none) | question (question + choices + unit)."),
+    mathverse_prompt: str = typer.Option("query_cot", help="MathVerse prompt: query_cot | query_wo | question."),
     from_hub: bool = typer.Option(False, help="Load datasets through HF `datasets` (needs network)."),
     reference: str | None = typer.Option(None, help="Label of the model the others are compared with."),
 ) -> None:
@@ -215,7 +217,8 @@ def eval_cmd(
                              benchmarks=benchmarks, batch_size=batch_size, max_new_tokens=max_new_tokens,
                              max_image_pixels=max_image_pixels, dtype=dtype, device=device, device_map=device_map,
                              attn_implementation=attn_implementation, cache=cache,
-                             judge=judge, describe=describe, descriptions=descriptions, use_query=not no_query,
+                             judge=judge, describe=describe, descriptions=descriptions,
+                             prompts={"mathvista": mathvista_prompt, "mathverse": mathverse_prompt},
                              from_hub=from_hub, reference=reference, echo=typer.echo)
         elif metrics == "accuracy":
             if len(models) != 1:

@@ -117,7 +117,7 @@ def _dataset_dir(root: Path, key: str, from_hub: bool) -> Path:
 
 
 def paper_sets(out: Path, data: Path | None, n: int | None, seed: int, benchmarks: list[str],
-               use_query: bool, from_hub: bool, used: list[str]) -> tuple[MetricSets, Path]:
+               prompts: dict[str, str], from_hub: bool, used: list[str]) -> tuple[MetricSets, Path]:
     """Metric sets of the paper suite from local dataset folders under `data`."""
     from frankenscope.data.datasets import load_dataset_items, load_math500, load_mathvista
 
@@ -130,7 +130,7 @@ def paper_sets(out: Path, data: Path | None, n: int | None, seed: int, benchmark
                 "(test.jsonl); optional MathVerse/, MathVision/, LogicVista/, gsm8k/ for benchmarks")
         data = Path(env)
     image_dir = out / "images"
-    mv = load_mathvista(_dataset_dir(data, "mathvista", from_hub), use_query=use_query,
+    mv = load_mathvista(_dataset_dir(data, "mathvista", from_hub), prompt=prompts["mathvista"],
                         image_dir=image_dir / "mathvista", from_hub=from_hub)
     general = [it for it in mv if it.meta.get("metadata", {}).get("category") == "general-vqa"]
     math_vqa = [it for it in mv if it.meta.get("metadata", {}).get("category") == "math-targeted-vqa"]
@@ -140,7 +140,7 @@ def paper_sets(out: Path, data: Path | None, n: int | None, seed: int, benchmark
                       rea=_split(math500, n, seed, out, "math500", used))
     for name in benchmarks:
         items = mv if name == "mathvista" else load_dataset_items(
-            name, _dataset_dir(data, name, from_hub), image_dir=image_dir / name, from_hub=from_hub)
+            name, _dataset_dir(data, name, from_hub), image_dir=image_dir / name, from_hub=from_hub, prompts=prompts)
         sets.bench[name] = _split(items, n, seed, out, f"bench_{name}", used)
     sets.definitions = {
         "vis": "MathVista testmini, metadata.category == general-vqa (image vs black image)",
@@ -149,6 +149,25 @@ def paper_sets(out: Path, data: Path | None, n: int | None, seed: int, benchmark
         "benchmark": "mean over benchmarks of accuracy: " + (", ".join(benchmarks) or "none"),
     }
     return sets, data
+
+
+def resolve_dataset_prompts(prompts: dict[str, str] | None = None, use_query: bool | None = None) -> dict[str, str]:
+    """The prompt mode of each dataset that has several (`datasets.PROMPT_MODES`), defaults filled in and every
+    value checked. `use_query` is the older switch for MathVista (True: "query", False: "question")."""
+    from frankenscope.data.datasets import PROMPT_MODES
+
+    given = dict(prompts or {})
+    if use_query is not None:
+        given.setdefault("mathvista", "query" if use_query else "question")
+    unknown = sorted(set(given) - set(PROMPT_MODES))
+    if unknown:
+        raise FrankenscopeError(f"prompt modes given for {unknown}; only {', '.join(PROMPT_MODES)} have several")
+    out = {}
+    for key, (modes, default) in PROMPT_MODES.items():
+        out[key] = given.get(key, default)
+        if out[key] not in modes:
+            raise FrankenscopeError(f"{key} prompt mode {out[key]!r}: choose one of {', '.join(modes)}")
+    return out
 
 
 def _parse_benchmarks(benchmarks: str | list[str] | None) -> list[str]:
@@ -277,7 +296,8 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
                      max_image_pixels: int | None = None, dtype: str = "float32", device: str | None = None,
                      device_map: str | None = None, attn_implementation: str = "sdpa",
                      cache: Path | None = None, judge: bool = False, describe: bool | None = None,
-                     descriptions: Path | None = None, use_query: bool = True, from_hub: bool = False,
+                     descriptions: Path | None = None, prompts: dict[str, str] | None = None,
+                     use_query: bool | None = None, from_hub: bool = False,
                      reference: str | None = None, n_boot: int = 2000, progress: bool = True,
                      echo: Callable[[str], None] = print,
                      generator_factory: GeneratorFactory | None = None) -> dict[str, Any]:
@@ -296,6 +316,9 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
     judge: grade with the LLM judge from FRANKENSCOPE_JUDGE_* (the judge's verdict is the label; a failed
         call leaves the item ungraded). describe: generate missing M_v2r descriptions with that endpoint
         (default: same as judge). descriptions: a file of descriptions to use first.
+    prompts: the prompt mode of MathVista ("query": its hint query, the default; "question": question + choices
+        + unit, as the reference code) and MathVerse ("query_cot", the default; "query_wo"; "question");
+        `use_query` is the older MathVista switch.
     reference: a label whose column the table's other cells are compared to. generator_factory: build the
         generator for (model, style) yourself (API models, tests); default: transformers via HFGenerator.
     """
@@ -314,6 +337,7 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
     if max_image_pixels is None and suite == "paper":
         max_image_pixels = PAPER_MAX_IMAGE_PIXELS
     describe = judge if describe is None else describe
+    dataset_prompts = resolve_dataset_prompts(prompts, use_query)
     judge_config = None
     if judge or describe:  # read the endpoint settings first, so a missing variable fails before any work
         from frankenscope.evaluate.judge import JudgeConfig
@@ -325,7 +349,7 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
         sets, data_path = organism_sets(out, data, n, n_per_task, seed, split_files)
         bench_label = "Suite accuracy (all items)"
     else:
-        sets, data_path = paper_sets(out, data, n, seed, bench_names, use_query, from_hub, split_files)
+        sets, data_path = paper_sets(out, data, n, seed, bench_names, dataset_prompts, from_hub, split_files)
         bench_label = "Average benchmark accuracy"
     sets.check()
     if not (sets.vis or sets.v2r or sets.rea):
@@ -388,7 +412,8 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
             "settings": {"n": n, "n_per_task": n_per_task if suite == "organism" else None, "seed": seed,
                          "grader": grader_identity(),
                          "batch_size": batch_size, "max_new_tokens": max_new_tokens,
-                         "max_image_pixels": max_image_pixels, "dtype": dtype, "use_query": use_query,
+                         "max_image_pixels": max_image_pixels, "dtype": dtype,
+                         "dataset_prompts": dataset_prompts if suite == "paper" else None,
                          "device": device, "device_map": device_map, "attn_implementation": attn_implementation,
                          "benchmarks": bench_names, "n_boot": n_boot, "cache": str(store.path),
                          "judge": judge_config.public() if judge_config and judge else None,

@@ -117,7 +117,7 @@ def extract_answer(text: str, answer_type: str | None = None) -> str:
     the content of the last `<answer>...</answer>` (or of the last `\\boxed{...}` inside it); the content
     of the LAST `\\boxed{...}` (balanced braces, so `\\boxed{\\frac{1}{2}}` gives `\\frac{1}{2}`); the
     value after the last answer cue (`_after_cue`); else, for `answer_type="number"`, the last number in
-    the text, and otherwise the whole text. The result is cleaned: `**` removed, surrounding `$`
+    the text, and otherwise its last non-empty line. The result is cleaned: `**` removed, surrounding `$`
     stripped, one trailing period removed, whitespace stripped.
     """
     text = _after_think(text)
@@ -134,7 +134,8 @@ def extract_answer(text: str, answer_type: str | None = None) -> str:
     if answer_type == "number":
         numbers = _NUMBER.findall(text.replace("\u2212", "-"))
         return numbers[-1] if numbers else ""
-    return _clean(text)
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    return _clean(lines[-1]) if lines else ""
 
 
 def resolve_expression(s: str) -> str:
@@ -324,7 +325,8 @@ def _grade_choice(pred: str, item: Item) -> bool:
         gold_text = options.get(gold_letter, gold)
     else:
         gold_text = gold
-        gold_letter = next((k for k, v in options.items() if normalize_text(v) == normalize_text(gold)), None)
+        gold_letter = next((k for k, v in options.items() if normalize_text(_clean(v)) == normalize_text(gold)),
+                           item.meta.get("answer_letter"))
     label = _option_letter(pred)
     if label and (label[0] in options or (not options and gold_letter is not None)):
         return label[0] == gold_letter

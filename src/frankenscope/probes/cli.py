@@ -58,7 +58,8 @@ def _fingerprint(model: str) -> str | None:
 
 
 def load_dataset_items(dataset: str, out: Path, *, tasks: list[str] | None, default_tasks: tuple[str, ...],
-                       n: int | None, seed: int, data_root: str | None = None) -> tuple[list, str]:
+                       n: int | None, seed: int, data_root: str | None = None,
+                       prompts: dict[str, str] | None = None) -> tuple[list, str]:
     """Items of a probe's dataset. `dataset` is one of:
 
     * ``organism``: the organism's tasks, drawn into OUT/suite;
@@ -67,7 +68,8 @@ def load_dataset_items(dataset: str, out: Path, *, tasks: list[str] | None, defa
       `data_root` (default ``data``), or ``name:PATH`` with its folder or file; several joined by commas
       (``gsm8k,math500``, the paper's layer-skipping data), each keeping its own task name.
 
-    n is the number of items per task (the first n; for a paper dataset its file order).
+    n is the number of items per task (the first n; for a paper dataset its file order). prompts: the prompt
+    mode of MathVista / MathVerse, as in evaluation (`evaluate.cli.resolve_dataset_prompts`).
     """
     from frankenscope.data.datasets import DATASETS, dataset_folder
     from frankenscope.data.datasets import load_dataset_items as load_named
@@ -89,7 +91,7 @@ def load_dataset_items(dataset: str, out: Path, *, tasks: list[str] | None, defa
                     f"dataset {entry!r} is neither an existing file or folder nor a known dataset name "
                     f"({', '.join(DATASETS)}, optionally as name:PATH), nor 'organism'")
             where = Path(path) if path else dataset_folder(data_root or "data", key)
-            items += load_named(key, where)
+            items += load_named(key, where, prompts=prompts)
             parts.append(f"{key}:{where}")
         source = ",".join(parts)
     if tasks:
@@ -158,7 +160,8 @@ def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organ
                            batch_items: int | None = None, system: str | None = None, seed: int = 0,
                            dtype: str = "float32", device: str | None = None, plots: bool = True,
                            progress: bool = True, prompt_style: str | PromptStyle = "plain",
-                           device_map: str | None = None, attn: str = "sdpa") -> tuple[Any, Path, Path | None]:
+                           device_map: str | None = None, attn: str = "sdpa",
+                           dataset_prompts: dict[str, str] | None = None) -> tuple[Any, Path, Path | None]:
     """`localize reasoning` as a function: (ReasoningLocalization, path of localize_reasoning.json, figure or None).
 
     Prompts are rendered through `prompt_style` (as in evaluation); `system` overrides its system prompt."""
@@ -168,7 +171,7 @@ def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organ
 
     out = Path(out)
     items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=REASONING_TASKS, n=n, seed=seed,
-                                       data_root=data_root)
+                                       data_root=data_root, prompts=dataset_prompts)
     style = probe_style(prompt_style, system)
     loaded = load_model(model, dtype=dtype, device=device, device_map=device_map, attn_implementation=attn)
     layer_list = _layers(layers, loaded.adapter.num_layers(loaded.model))
@@ -186,7 +189,8 @@ def run_attention(models: dict[str, str], out: str | Path, *, dataset: str = "or
                   layers: str | None = None, max_new_tokens: int = 80, batch_size: int = 16, system: str | None = None,
                   seed: int = 0, dtype: str = "float32", device: str | None = None, plots: bool = True,
                   progress: bool = True, prompt_style: str | PromptStyle = "plain",
-                  device_map: str | None = None) -> tuple[Any, Path, Path | None]:
+                  device_map: str | None = None,
+                  dataset_prompts: dict[str, str] | None = None) -> tuple[Any, Path, Path | None]:
     """`attention` as a function; models: label -> path, e.g. {"IN": ..., "RL": ...} (differences are to the
     first). Returns (AttentionShift, path of attention.json, figure or None). Prompts are rendered through
     `prompt_style` (one style for all models, so their attention is compared on the same text)."""
@@ -198,7 +202,7 @@ def run_attention(models: dict[str, str], out: str | Path, *, dataset: str = "or
     if not models:
         raise FrankenscopeError("no models given")
     items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=ATTENTION_TASKS, n=n, seed=seed,
-                                       data_root=data_root)
+                                       data_root=data_root, prompts=dataset_prompts)
     style = probe_style(prompt_style, system)
     items = _styled_items(items, style)
     loaded = {}

@@ -40,6 +40,11 @@ class EvalSettings(_Strict):
     max_new_tokens: int = Field(80, ge=1)
     batch_size: int = Field(32, ge=1)
     benchmarks: list[str] = Field(default_factory=list)  # e.g. [mathvista, mathverse, mathvision, logicvista]
+    mathvista_prompt: Literal["query", "question"] = "query"  # hint query, or question + choices (reference code)
+    mathverse_prompt: Literal["query_cot", "query_wo", "question"] = "query_cot"
+
+    def dataset_prompts(self) -> dict[str, str]:
+        return {"mathvista": self.mathvista_prompt, "mathverse": self.mathverse_prompt}
 
     @field_validator("benchmarks")
     @classmethod

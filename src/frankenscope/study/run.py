@@ -53,7 +53,7 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
                                     labels=labels, n=ev.n, n_per_task=ev.n_per_task, seed=cfg.seed, batch_size=ev.batch_size,
                                     max_new_tokens=ev.max_new_tokens, **cfg.placement(),
                                     benchmarks=",".join(ev.benchmarks) or None, progress=progress,
-                                    cache=out / "cache.sqlite", echo=lambda s: None)
+                                    cache=out / "cache.sqlite", prompts=ev.dataset_prompts(), echo=lambda s: None)
         return run
 
     styles = {k: v.prompt_style for k, v in m.items()}
@@ -185,12 +185,14 @@ def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False)
     def reasoning(m: str, folder: Path) -> Path:
         return run_localize_reasoning(paths[m], folder, dataset=pr.reasoning_dataset or "organism", data_root=data_root,
                                       layers=pr.layers, max_new_tokens=pr.skip_max_new_tokens,
-                                      prompt_style=styles[m], attn=cfg.attn_implementation, **common)[1]
+                                      prompt_style=styles[m], attn=cfg.attn_implementation,
+                                      dataset_prompts=cfg.evaluation.dataset_prompts(), **common)[1]
 
     def attention(folder: Path) -> Any:
         return run_attention({"IN": paths["in"], "RL": paths["rl"]}, folder,
                              dataset=pr.attention_dataset or "organism", data_root=data_root, layers=pr.layers,
-                             max_new_tokens=pr.attention_max_new_tokens, prompt_style=styles["rl"], **common)
+                             max_new_tokens=pr.attention_max_new_tokens, prompt_style=styles["rl"],
+                             dataset_prompts=cfg.evaluation.dataset_prompts(), **common)
 
     return [Unit("attention", "attention.json", attention),
             Unit("localize-vision", "summary.json", per_model("localize-vision", vision)),
