@@ -1,0 +1,462 @@
+"""Tiny random checkpoints of each supported VLM family's real architecture, and the facts about each
+family's layout that adapters need.
+
+`build_tiny(name)` builds a random model of the family's real HF class (a few LLM layers, small hidden
+sizes, a small vision tower) with a processor and an offline tokenizer; `save_tiny(name, out)` writes a
+folder that `AutoModelForImageTextToText.from_pretrained` and `AutoProcessor.from_pretrained` load
+offline. Nothing is downloaded: the tokenizer is built here from a small vocabulary (characters, a few
+words and the family's special tokens, with the exact strings its processor expects).
+
+Processors. Where the family's own processor class runs without torchvision it is used as is (Gemma3,
+and Idefics3's processor for SmolVLM). The Qwen, InternVL and LLaVA-OneVision processors require a video
+processor, and every video processor in transformers needs torchvision; for those the folder names an
+`ImageOnly*` subclass that only drops the video processor (same image processing, same token layout).
+`register_auto_processors()` makes `AutoProcessor` find these subclasses by the name written in
+`processor_config.json` (through `AutoProcessor.register`, keyed by a name, so no transformers
+mapping of a real config is changed); `save_tiny` and `load_tiny_processor` call it.
+
+Facts (`FamilyFacts`): module paths in memory, parameter-name prefixes on disk (as written by
+`save_pretrained`), the image token and the tokens that make up an image's span in `input_ids`;
+`image_span_positions` finds the spans; tests/test_families.py checks every fact on the tiny models.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoProcessor,
+    Gemma3Config,
+    Gemma3ForConditionalGeneration,
+    Gemma3ImageProcessorPil,
+    Gemma3Processor,
+    GotOcr2ImageProcessorPil,
+    Idefics3ImageProcessorPil,
+    Idefics3Processor,
+    InternVLConfig,
+    InternVLForConditionalGeneration,
+    InternVLProcessor,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionImageProcessorPil,
+    LlavaOnevisionProcessor,
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLProcessor,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLImageProcessorPil,
+    Qwen2VLProcessor,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLProcessor,
+    SmolVLMConfig,
+    SmolVLMForConditionalGeneration,
+)
+
+from frankenscope.errors import FrankenscopeError
+
+# --------------------------------------------------------------------------------------------------
+# Processors without a video processor (the stock ones require torchvision through it)
+
+
+class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
+    """`Qwen2VLProcessor` without its video processor (which needs torchvision); images and text as stock."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class ImageOnlyQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
+    """`Qwen2_5_VLProcessor` without its video processor (which needs torchvision)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class ImageOnlyQwen3VLProcessor(Qwen3VLProcessor):
+    """`Qwen3VLProcessor` without its video processor (which needs torchvision)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class ImageOnlyInternVLProcessor(InternVLProcessor):
+    """`InternVLProcessor` without its video processor (which needs torchvision)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None,
+                 **kwargs):
+        super().__init__(image_processor, tokenizer, None, image_seq_length=image_seq_length,
+                         chat_template=chat_template, **kwargs)
+
+
+class ImageOnlyLlavaOnevisionProcessor(LlavaOnevisionProcessor):
+    """`LlavaOnevisionProcessor` without its video processor (which needs torchvision)."""
+
+    def __init__(self, image_processor=None, tokenizer=None, num_image_tokens=None,
+                 vision_feature_select_strategy=None, chat_template=None, image_token="<image>",
+                 video_token="<video>", vision_aspect_ratio="anyres_max_9", **kwargs):
+        super().__init__(image_processor, tokenizer, None, num_image_tokens=num_image_tokens,
+                         vision_feature_select_strategy=vision_feature_select_strategy, chat_template=chat_template,
+                         image_token=image_token, video_token=video_token, vision_aspect_ratio=vision_aspect_ratio,
+                         **kwargs)
+
+
+IMAGE_ONLY_PROCESSORS: tuple[type, ...] = (
+    ImageOnlyQwen2VLProcessor, ImageOnlyQwen2_5_VLProcessor, ImageOnlyQwen3VLProcessor, ImageOnlyInternVLProcessor,
+    ImageOnlyLlavaOnevisionProcessor,
+)
+
+
+def register_auto_processors() -> None:
+    """Let `AutoProcessor.from_pretrained` resolve the `ImageOnly*` class names written in
+    `processor_config.json`. Keyed by name (not by a config class), so real checkpoints still map to the
+    stock processors; idempotent."""
+    for cls in IMAGE_ONLY_PROCESSORS:
+        AutoProcessor.register(f"frankenscope.{cls.__name__}", cls, exist_ok=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Offline tokenizer
+
+_CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"
+_WORDS = ("What", "How", "Describe", "the", "image", "is", "in", "this", "many", "shapes", "colour", "of", "a",
+          "and", "user", "assistant", "model", "system", "User", "Assistant")
+_PIECES = r" ?[A-Za-z]+|[^A-Za-z]"
+
+
+def build_tokenizer(special_tokens: Sequence[str], *, eos: str, pad: str, bos: str | None = None,
+                    named: dict[str, str] | None = None, chat_template: str) -> PreTrainedTokenizerFast:
+    """A small offline tokenizer: the special tokens (ids 0..), printable characters, WordPiece letter
+    continuations and a few whole words, so any ASCII text round-trips.
+
+    named: attribute name -> special-token string (e.g. {"image_token": "<image>"}): the tokenizer then has
+    `tok.image_token` and `tok.image_token_id`, which the family processors read.
+    """
+    vocab: dict[str, int] = {}
+    for tok in special_tokens:
+        vocab.setdefault(tok, len(vocab))
+    for piece in [*_CHARS, *("##" + c for c in string.ascii_letters), *(" " + c for c in string.ascii_letters),
+                  *_WORDS, *(" " + w for w in _WORDS)]:
+        vocab.setdefault(piece, len(vocab))
+    vocab["<unk>"] = len(vocab)
+    core = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", max_input_chars_per_word=10_000))
+    core.pre_tokenizer = pre_tokenizers.Split(pattern=Regex(_PIECES), behavior="isolated")
+    core.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])
+    core.add_special_tokens(list(special_tokens))
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token=pad, eos_token=eos,
+                                  bos_token=bos, extra_special_tokens=dict(named or {}))
+    tok.chat_template = chat_template
+    tok.padding_side = "left"
+    return tok
+
+
+def _chatml_template(image: str, *, system: bool = False) -> str:
+    """ChatML (`<|im_start|>role\\n...<|im_end|>\\n`) with `image` for each image item."""
+    del system
+    return (
+        "{% for message in messages %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' }}"
+        "{% if message['content'] is string %}{{ message['content'] }}"
+        "{% else %}{% for item in message['content'] %}"
+        "{% if item['type'] == 'image' %}{{ '" + image + "' }}"
+        "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+        "{% endfor %}{% endif %}"
+        "{{ '<|im_end|>\n' }}"
+        "{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Facts
+
+
+@dataclass(frozen=True)
+class FamilyFacts:
+    """What an adapter needs to know about one family (checked on the tiny model by the tests).
+
+    Paths are attribute paths from the `*ForConditionalGeneration` object; `param_prefixes` map each
+    component to the parameter-name prefixes it owns, in memory (`model.state_dict()`) and on disk (the
+    keys of `model.safetensors` as `save_pretrained` writes them). LLM decoder layer i owns
+    `<llm_layers prefix>.{i}.`.
+
+    Image span: the tokens of one image in `input_ids`: from `span_open` (or the first image token when
+    None) to the first `span_close` after `close_after` (or after the first image token; or the last
+    image token of the run when `span_close` is None), inclusive. Everything inside counts as the image
+    span, including text tokens the processor puts between tiles (SmolVLM's row newlines).
+    """
+
+    name: str
+    architecture: str
+    processor_class: str
+    image_processor_class: str
+    llm_layers: str
+    vision_tower: str
+    projector: tuple[str, ...]
+    embed_tokens: str
+    final_norm: str
+    lm_head: str
+    memory_prefixes: dict[str, tuple[str, ...]]
+    disk_prefixes: dict[str, tuple[str, ...]]
+    image_token: str
+    image_token_id_field: str
+    span_open: str | None = None
+    span_close: str | None = None
+    close_after: str | None = None
+    span_markers: tuple[str, ...] = ()
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class Family:
+    """A registered family: its facts, its tiny builder and the image sizes its tests use."""
+
+    facts: FamilyFacts
+    build: Callable[..., tuple[Any, Any]]
+    image_sizes: tuple[tuple[int, int], ...] = ((56, 56), (84, 56))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------
+# Builders: each returns (model, processor); the model is in eval mode with config.architectures set.
+
+_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+             num_key_value_heads=2, max_position_embeddings=4096)
+
+
+def _finish(model: Any, arch: str, tok: PreTrainedTokenizerFast) -> Any:
+    model.config.architectures = [arch]
+    gen = model.generation_config
+    gen.eos_token_id = tok.eos_token_id
+    gen.pad_token_id = tok.pad_token_id
+    gen.bos_token_id = tok.bos_token_id
+    gen.do_sample = False
+    return model.eval()
+
+
+_QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                 "<|image_pad|>", "<|video_pad|>")
+_QWEN_NAMED = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>",
+               "vision_start_token": "<|vision_start|>", "vision_end_token": "<|vision_end|>"}
+
+
+def _qwen_tokenizer() -> PreTrainedTokenizerFast:
+    return build_tokenizer(_QWEN_SPECIAL, eos="<|im_end|>", pad="<|endoftext|>", named=_QWEN_NAMED,
+                           chat_template=_chatml_template("<|vision_start|><|image_pad|><|vision_end|>"))
+
+
+def _qwen_ids(tok: PreTrainedTokenizerFast) -> dict[str, int]:
+    return dict(image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+                video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+                vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+                vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"))
+
+
+def build_qwen2vl(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, Any]:
+    """Qwen2-VL: patch 14, 2x2 merge (one token per 28x28 pixels), M-RoPE."""
+    tok = _qwen_tokenizer()
+    cfg = Qwen2VLConfig(
+        text_config=dict(_TEXT, vocab_size=len(tok), initializer_range=initializer_range,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, initializer_range=initializer_range),
+        **_qwen_ids(tok), initializer_range=initializer_range, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = _finish(Qwen2VLForConditionalGeneration(cfg), "Qwen2VLForConditionalGeneration", tok)
+    ip = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112, patch_size=14, temporal_patch_size=2,
+                                  merge_size=2)
+    return model, ImageOnlyQwen2VLProcessor(ip, tok, chat_template=tok.chat_template)
+
+
+def build_qwen2_5vl(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, Any]:
+    """Qwen2.5-VL: as Qwen2-VL with a windowed-attention vision tower (SwiGLU, RMSNorm)."""
+    tok = _qwen_tokenizer()
+    cfg = Qwen2_5_VLConfig(
+        text_config=dict(_TEXT, vocab_size=len(tok), initializer_range=initializer_range,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, window_size=56, out_hidden_size=64,
+                           fullatt_block_indexes=[1], initializer_range=initializer_range),
+        **_qwen_ids(tok), initializer_range=initializer_range, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = _finish(Qwen2_5_VLForConditionalGeneration(cfg), "Qwen2_5_VLForConditionalGeneration", tok)
+    ip = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112, patch_size=14, temporal_patch_size=2,
+                                  merge_size=2)
+    return model, ImageOnlyQwen2_5_VLProcessor(ip, tok, chat_template=tok.chat_template)
+
+
+def build_qwen3vl(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, Any]:
+    """Qwen3-VL: patch 16, 2x2 merge (one token per 32x32 pixels), interleaved M-RoPE, deepstack features
+    from vision blocks 0 and 1 added to the hidden states of LLM layers 0 and 1."""
+    tok = _qwen_tokenizer()
+    cfg = Qwen3VLConfig(
+        text_config=dict(_TEXT, vocab_size=len(tok), head_dim=16, initializer_range=initializer_range,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2],
+                                          "mrope_interleaved": True},
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=64,
+                           num_position_embeddings=64, deepstack_visual_indexes=[0, 1],
+                           initializer_range=initializer_range),
+        **_qwen_ids(tok), initializer_range=initializer_range, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = _finish(Qwen3VLForConditionalGeneration(cfg), "Qwen3VLForConditionalGeneration", tok)
+    ip = Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=128 * 128, patch_size=16, temporal_patch_size=2,
+                                  merge_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    return model, ImageOnlyQwen3VLProcessor(ip, tok, chat_template=tok.chat_template)
+
+
+_QWEN_FACTS = dict(
+    llm_layers="model.language_model.layers", vision_tower="model.visual", projector=("model.visual.merger",),
+    embed_tokens="model.language_model.embed_tokens", final_norm="model.language_model.norm", lm_head="lm_head",
+    memory_prefixes={"vision": ("model.visual.patch_embed.", "model.visual.blocks."),
+                     "projector": ("model.visual.merger.",),
+                     "llm_layers": ("model.language_model.layers.",),
+                     "llm_other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")},
+    disk_prefixes={"vision": ("visual.patch_embed.", "visual.blocks."), "projector": ("visual.merger.",),
+                   "llm_layers": ("model.layers.",),
+                   "llm_other": ("model.embed_tokens.", "model.norm.", "lm_head.")},
+    image_token="<|image_pad|>", image_token_id_field="image_token_id",
+    span_open="<|vision_start|>", span_close="<|vision_end|>",
+    image_processor_class="Qwen2VLImageProcessorPil",
+)
+_QWEN3_MEMORY = {"vision": ("model.visual.patch_embed.", "model.visual.pos_embed.", "model.visual.blocks."),
+                 "projector": ("model.visual.merger.", "model.visual.deepstack_merger_list."),
+                 "llm_layers": ("model.language_model.layers.",),
+                 "llm_other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")}
+
+FAMILIES: dict[str, Family] = {}
+
+
+def _register(family: Family) -> None:
+    FAMILIES[family.facts.name] = family
+
+
+_register(Family(FamilyFacts(name="qwen2-vl", architecture="Qwen2VLForConditionalGeneration",
+                             processor_class="ImageOnlyQwen2VLProcessor", **_QWEN_FACTS), build_qwen2vl))
+_register(Family(FamilyFacts(name="qwen2.5-vl", architecture="Qwen2_5_VLForConditionalGeneration",
+                             processor_class="ImageOnlyQwen2_5_VLProcessor", **_QWEN_FACTS), build_qwen2_5vl))
+_register(Family(FamilyFacts(name="qwen3-vl", architecture="Qwen3VLForConditionalGeneration",
+                             processor_class="ImageOnlyQwen3VLProcessor",
+                             **{**_QWEN_FACTS, "memory_prefixes": _QWEN3_MEMORY, "disk_prefixes": _QWEN3_MEMORY,
+                                "projector": ("model.visual.merger", "model.visual.deepstack_merger_list")}),
+                 build_qwen3vl,
+                 image_sizes=((64, 64), (96, 64))))
+
+
+# --------------------------------------------------------------------------------------------------
+# Registry API
+
+
+def family_names() -> list[str]:
+    """Names of the registered families, in registration order."""
+    return list(FAMILIES)
+
+
+def get_family(name: str) -> Family:
+    """The registered family called `name`; an unknown name lists the known ones."""
+    if name not in FAMILIES:
+        raise FrankenscopeError(f"unknown family {name!r}; known families: {', '.join(FAMILIES)}")
+    return FAMILIES[name]
+
+
+def build_tiny(name: str, *, seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, Any]:
+    """(model, processor) of a tiny random model of family `name`; the same seed gives the same weights."""
+    fam = get_family(name)
+    if not initializer_range > 0:
+        raise FrankenscopeError(f"family {name}: initializer_range must be > 0, got {initializer_range}")
+    return fam.build(seed=seed, initializer_range=initializer_range)
+
+
+def save_tiny(name: str, out: str | Path, *, seed: int = 0, initializer_range: float = 0.02) -> Path:
+    """Write a tiny random checkpoint of family `name` to `out` (which must not exist or be empty):
+    config.json, generation_config.json, model.safetensors, tokenizer files, processor config and chat
+    template. Returns the folder."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FrankenscopeError(f"{out}: exists and is not an empty folder; choose a new --out")
+    register_auto_processors()
+    model, processor = build_tiny(name, seed=seed, initializer_range=initializer_range)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
+    (out / "frankenscope_tiny.json").write_text(json.dumps(
+        {"family": name, "seed": seed, "initializer_range": initializer_range}, indent=2) + "\n")
+    return out
+
+
+def load_tiny_processor(path: str | Path) -> Any:
+    """`AutoProcessor.from_pretrained(path)` after `register_auto_processors()`."""
+    register_auto_processors()
+    return AutoProcessor.from_pretrained(str(path))
+
+
+# --------------------------------------------------------------------------------------------------
+# Image spans
+
+
+def image_span_positions(family: str | FamilyFacts, input_ids: Sequence[int] | torch.Tensor,
+                         tokenizer: Any) -> list[list[int]]:
+    """The positions of each image's span in one row of `input_ids` (FamilyFacts explains what a span
+    is), one sorted list per image, in order of appearance."""
+    facts = family if isinstance(family, FamilyFacts) else get_family(family).facts
+    ids = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
+    if ids and isinstance(ids[0], list):
+        raise FrankenscopeError(f"family {facts.name}: image_span_positions takes one row of input_ids, not a batch")
+
+    def tid(token: str | None) -> int | None:
+        if token is None:
+            return None
+        i = tokenizer.convert_tokens_to_ids(token)
+        if i is None or i == tokenizer.unk_token_id:
+            raise FrankenscopeError(f"family {facts.name}: the tokenizer has no token {token!r}")
+        return i
+
+    img, open_, close, after = tid(facts.image_token), tid(facts.span_open), tid(facts.span_close), tid(
+        facts.close_after)
+    spans: list[list[int]] = []
+    i, n = 0, len(ids)
+    while i < n:
+        starts = ids[i] == open_ if open_ is not None else ids[i] == img
+        if not starts:
+            i += 1
+            continue
+        j = i + (1 if open_ is not None else 0)
+        armed = False  # seen the token after which span_close closes the span
+        end = None
+        while j < n:
+            t = ids[j]
+            if t == img and after is None:
+                armed = True
+            if after is not None and t == after:
+                armed = True
+            if close is None:
+                if t != img and armed:
+                    end = j - 1
+                    break
+            elif t == close and armed:
+                end = j
+                break
+            j += 1
+        if end is None:
+            if close is not None:
+                raise FrankenscopeError(
+                    f"family {facts.name}: an image span opened at position {i} is never closed by {facts.span_close!r}")
+            end = n - 1
+        spans.append(list(range(i, end + 1)))
+        i = end + 1
+    return spans
