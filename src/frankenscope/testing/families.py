@@ -38,7 +38,6 @@ from transformers import (
     Gemma3ImageProcessorPil,
     Gemma3Processor,
     GotOcr2ImageProcessorPil,
-    Idefics3ImageProcessorPil,
     Idefics3Processor,
     InternVLConfig,
     InternVLForConditionalGeneration,
@@ -60,6 +59,7 @@ from transformers import (
     Qwen3VLProcessor,
     SmolVLMConfig,
     SmolVLMForConditionalGeneration,
+    SmolVLMImageProcessorPil,
 )
 
 from frankenscope.errors import FrankenscopeError
@@ -339,6 +339,137 @@ _QWEN3_MEMORY = {"vision": ("model.visual.patch_embed.", "model.visual.pos_embed
                  "llm_layers": ("model.language_model.layers.",),
                  "llm_other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")}
 
+
+
+def build_internvl(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, Any]:
+    """InternVL (HF format, Qwen2 LLM): 56x56 tiles of 14px patches, pixel shuffle 0.5 -> 4 tokens per tile;
+    dynamic tiling up to 4 tiles plus a thumbnail when there is more than one tile; each image is
+    `<img>` + 4 * tiles `<IMG_CONTEXT>` + `</img>`."""
+    special = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>")
+    tok = build_tokenizer(special, eos="<|im_end|>", pad="<|endoftext|>",
+                          named={"start_image_token": "<img>", "end_image_token": "</img>",
+                                 "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"},
+                          chat_template=_chatml_template("<IMG_CONTEXT>\\n"))
+    cfg = InternVLConfig(
+        text_config=dict(_TEXT, model_type="qwen2", vocab_size=len(tok), initializer_range=initializer_range,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+                         tie_word_embeddings=False),
+        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           image_size=[56, 56], patch_size=[14, 14], initializer_range=initializer_range),
+        image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=4, downsample_ratio=0.5,
+        initializer_range=initializer_range, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = _finish(InternVLForConditionalGeneration(cfg), "InternVLForConditionalGeneration", tok)
+    ip = GotOcr2ImageProcessorPil(size={"height": 56, "width": 56}, crop_to_patches=True, min_patches=1,
+                                  max_patches=4, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    return model, ImageOnlyInternVLProcessor(ip, tok, image_seq_length=4, chat_template=tok.chat_template)
+
+
+_PINPOINTS = [[28, 28], [28, 56], [56, 28], [56, 56]]
+
+
+def build_llava_onevision(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, Any]:
+    """LLaVA-OneVision (SigLIP + Qwen2): 28x28 tiles of 14px patches (4 features per tile), any-resolution
+    grids from 28x28 to 56x56; the image becomes base features + unpadded grid features + one newline
+    feature per grid row, all carried by `<image>` tokens (the newline is a learned vector, not a token)."""
+    special = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>")
+    tok = build_tokenizer(special, eos="<|im_end|>", pad="<|endoftext|>",
+                          named={"image_token": "<image>", "video_token": "<video>"},
+                          chat_template=_chatml_template("<image>\\n"))
+    cfg = LlavaOnevisionConfig(
+        text_config=dict(_TEXT, model_type="qwen2", vocab_size=len(tok), initializer_range=initializer_range,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=64, image_size=28, patch_size=14),
+        image_token_index=tok.convert_tokens_to_ids("<image>"), video_token_index=tok.convert_tokens_to_ids("<video>"),
+        vision_feature_select_strategy="full", vision_feature_layer=-1, image_grid_pinpoints=_PINPOINTS,
+        vision_aspect_ratio="anyres_max_9", initializer_range=initializer_range, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = _finish(LlavaOnevisionForConditionalGeneration(cfg), "LlavaOnevisionForConditionalGeneration", tok)
+    ip = LlavaOnevisionImageProcessorPil(size={"height": 28, "width": 28}, image_grid_pinpoints=_PINPOINTS,
+                                         do_pad=True)
+    return model, ImageOnlyLlavaOnevisionProcessor(ip, tok, num_image_tokens=4, vision_feature_select_strategy="full",
+                                                   chat_template=tok.chat_template, vision_aspect_ratio="anyres_max_9")
+
+
+def build_gemma3(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, Any]:
+    """Gemma 3: SigLIP on 32x32 images (8px patches, 4x4) average-pooled to 4 soft tokens per image; the
+    LLM alternates sliding-window (8 tokens) and full attention, image tokens attend bidirectionally."""
+    special = ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+               "<end_of_image>", "<image_soft_token>")
+    template = (
+        "{{ '<bos>' }}{% for message in messages %}"
+        "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role']) + '\\n' }}"
+        "{% if message['content'] is string %}{{ message['content'] }}"
+        "{% else %}{% for item in message['content'] %}"
+        "{% if item['type'] == 'image' %}{{ '<start_of_image>' }}"
+        "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+        "{% endfor %}{% endif %}"
+        "{{ '<end_of_turn>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<start_of_turn>model\\n' }}{% endif %}"
+    )
+    tok = build_tokenizer(special, eos="<end_of_turn>", pad="<pad>", bos="<bos>",
+                          named={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                 "image_token": "<image_soft_token>"}, chat_template=template)
+    cfg = Gemma3Config(
+        text_config=dict(_TEXT, vocab_size=len(tok), head_dim=16, query_pre_attn_scalar=16, sliding_window=8,
+                         layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                         initializer_range=initializer_range, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id),
+        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           image_size=32, patch_size=8),
+        mm_tokens_per_image=4, boi_token_index=tok.convert_tokens_to_ids("<start_of_image>"),
+        eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
+        image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"), initializer_range=initializer_range,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+    )
+    torch.manual_seed(seed)
+    model = _finish(Gemma3ForConditionalGeneration(cfg), "Gemma3ForConditionalGeneration", tok)
+    ip = Gemma3ImageProcessorPil(size={"height": 32, "width": 32}, do_pan_and_scan=False)
+    return model, Gemma3Processor(ip, tok, chat_template=tok.chat_template, image_seq_length=4)
+
+
+_SMOL_ROWCOL = tuple(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))
+
+
+def build_smolvlm(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, Any]:
+    """SmolVLM (SigLIP + Llama): images resized to a 64px longest edge and split into 32x32 tiles plus a
+    32x32 global image; each tile is 8px patches (4x4) pixel-shuffled by 2 -> 4 `<image>` tokens, wrapped
+    in `<fake_token_around_image>` with a `<row_i_col_j>` marker (the global one: `<global-img>`)."""
+    special = ("<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>",
+               "<global-img>", *_SMOL_ROWCOL)
+    template = (
+        "{{ '<|im_start|>' }}{% for message in messages %}"
+        "{{ message['role'] | capitalize }}{{ ':' }}"
+        "{% if message['content'] is string %}{{ message['content'] }}"
+        "{% else %}{% for item in message['content'] %}"
+        "{% if item['type'] == 'image' %}{{ '<image>' }}"
+        "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+        "{% endfor %}{% endif %}"
+        "{{ '<end_of_utterance>\\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+    )
+    tok = build_tokenizer(special, eos="<end_of_utterance>", pad="<|endoftext|>", bos="<|im_start|>",
+                          named={"image_token": "<image>", "fake_image_token": "<fake_token_around_image>",
+                                 "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"},
+                          chat_template=template)
+    cfg = SmolVLMConfig(
+        text_config=dict(_TEXT, model_type="llama", vocab_size=len(tok), initializer_range=initializer_range,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id),
+        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                           image_size=32, patch_size=8, initializer_range=initializer_range),
+        image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2, initializer_range=initializer_range,
+        pad_token_id=tok.pad_token_id, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = _finish(SmolVLMForConditionalGeneration(cfg), "SmolVLMForConditionalGeneration", tok)
+    ip = SmolVLMImageProcessorPil(size={"longest_edge": 64}, max_image_size={"longest_edge": 32},
+                                  do_image_splitting=True)
+    return model, Idefics3Processor(ip, tok, image_seq_len=4, chat_template=tok.chat_template)
+
+
 FAMILIES: dict[str, Family] = {}
 
 
@@ -460,3 +591,63 @@ def image_span_positions(family: str | FamilyFacts, input_ids: Sequence[int] | t
         spans.append(list(range(i, end + 1)))
         i = end + 1
     return spans
+
+
+_register(Family(FamilyFacts(
+    name="internvl", architecture="InternVLForConditionalGeneration", processor_class="ImageOnlyInternVLProcessor",
+    image_processor_class="GotOcr2ImageProcessorPil",
+    llm_layers="model.language_model.layers", vision_tower="model.vision_tower",
+    projector=("model.multi_modal_projector",), embed_tokens="model.language_model.embed_tokens",
+    final_norm="model.language_model.norm", lm_head="lm_head",
+    memory_prefixes={"vision": ("model.vision_tower.",), "projector": ("model.multi_modal_projector.",),
+                     "llm_layers": ("model.language_model.layers.",),
+                     "llm_other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")},
+    disk_prefixes={"vision": ("vision_tower.",), "projector": ("multi_modal_projector.",),
+                   "llm_layers": ("language_model.model.layers.",),
+                   "llm_other": ("language_model.model.embed_tokens.", "language_model.model.norm.",
+                                 "language_model.lm_head.")},
+    image_token="<IMG_CONTEXT>", image_token_id_field="image_token_id",
+    span_open="<img>", span_close="</img>"), build_internvl, image_sizes=((56, 56), (112, 56))))
+_register(Family(FamilyFacts(
+    name="llava-onevision", architecture="LlavaOnevisionForConditionalGeneration",
+    processor_class="ImageOnlyLlavaOnevisionProcessor", image_processor_class="LlavaOnevisionImageProcessorPil",
+    llm_layers="model.language_model.layers", vision_tower="model.vision_tower",
+    projector=("model.multi_modal_projector", "model.image_newline"), embed_tokens="model.language_model.embed_tokens",
+    final_norm="model.language_model.norm", lm_head="lm_head",
+    memory_prefixes={"vision": ("model.vision_tower.",),
+                     "projector": ("model.multi_modal_projector.", "model.image_newline"),
+                     "llm_layers": ("model.language_model.layers.",),
+                     "llm_other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")},
+    disk_prefixes={"vision": ("vision_tower.",), "projector": ("multi_modal_projector.", "image_newline"),
+                   "llm_layers": ("language_model.model.layers.",),
+                   "llm_other": ("language_model.model.embed_tokens.", "language_model.model.norm.",
+                                 "language_model.lm_head.")},
+    image_token="<image>", image_token_id_field="image_token_id"),
+    build_llava_onevision, image_sizes=((28, 28), (56, 40))))
+_register(Family(FamilyFacts(
+    name="gemma3", architecture="Gemma3ForConditionalGeneration", processor_class="Gemma3Processor",
+    image_processor_class="Gemma3ImageProcessorPil",
+    llm_layers="model.language_model.layers", vision_tower="model.vision_tower",
+    projector=("model.multi_modal_projector",), embed_tokens="model.language_model.embed_tokens",
+    final_norm="model.language_model.norm", lm_head="lm_head",
+    memory_prefixes={"vision": ("model.vision_tower.",), "projector": ("model.multi_modal_projector.",),
+                     "llm_layers": ("model.language_model.layers.",),
+                     "llm_other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")},
+    disk_prefixes={"vision": ("vision_tower.",), "projector": ("multi_modal_projector.",),
+                   "llm_layers": ("language_model.model.layers.",),
+                   "llm_other": ("language_model.model.embed_tokens.", "language_model.model.norm.",
+                                 "language_model.lm_head.")},
+    image_token="<image_soft_token>", image_token_id_field="image_token_id",
+    span_open="<start_of_image>", span_close="<end_of_image>"), build_gemma3, image_sizes=((32, 32), (64, 40))))
+_SMOL_PREFIXES = {"vision": ("model.vision_model.",), "projector": ("model.connector.",),
+                  "llm_layers": ("model.text_model.layers.",),
+                  "llm_other": ("model.text_model.embed_tokens.", "model.text_model.norm.", "lm_head.")}
+_register(Family(FamilyFacts(
+    name="smolvlm", architecture="SmolVLMForConditionalGeneration", processor_class="Idefics3Processor",
+    image_processor_class="SmolVLMImageProcessorPil",
+    llm_layers="model.text_model.layers", vision_tower="model.vision_model",
+    projector=("model.connector",), embed_tokens="model.text_model.embed_tokens",
+    final_norm="model.text_model.norm", lm_head="lm_head",
+    memory_prefixes=_SMOL_PREFIXES, disk_prefixes=_SMOL_PREFIXES, image_token="<image>",
+    image_token_id_field="image_token_id", span_open="<fake_token_around_image>", span_close="<fake_token_around_image>", close_after="<global-img>"),
+    build_smolvlm, image_sizes=((64, 64), (64, 32))))
