@@ -54,6 +54,9 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
     Qwen2VLImageProcessorPil,
     Qwen2VLProcessor,
+    Qwen3_5Config,
+    Qwen3_5ForConditionalGeneration,
+    Qwen3_5Tokenizer,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
     Qwen3VLProcessor,
@@ -320,6 +323,56 @@ def build_qwen3vl(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, 
     return model, ImageOnlyQwen3VLProcessor(ip, tok, chat_template=tok.chat_template)
 
 
+
+def _qwen3_5_tokenizer() -> PreTrainedTokenizerFast:
+    """Qwen3.5's own tokenizer class (byte-level BPE) over a small vocabulary: the special tokens, the 256
+    byte symbols and left-to-right merges spelling a few whole words.
+
+    `AutoTokenizer` always rebuilds a `qwen3_5` checkpoint's tokenizer as `Qwen3_5Tokenizer` (transformers
+    lists the model type among those with a wrong hub tokenizer class), keeping only vocab and merges; a
+    WordPiece tokenizer would silently lose its pre-tokenizer there, so this one is byte-level BPE."""
+    vocab = {t: i for i, t in enumerate(_QWEN_SPECIAL)}
+    for c in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab.setdefault(c, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in [*_WORDS, *("\u0120" + w for w in _WORDS)]:  # \u0120 is the byte-level space
+        left = word[0]
+        for c in word[1:]:
+            if left + c not in vocab:
+                merges.append((left, c))
+                vocab[left + c] = len(vocab)
+            left += c
+    tok = Qwen3_5Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                           unk_token=None, extra_special_tokens=dict(_QWEN_NAMED))
+    tok.add_special_tokens({"additional_special_tokens": list(_QWEN_SPECIAL)})
+    tok.chat_template = _chatml_template("<|vision_start|><|image_pad|><|vision_end|>")
+    tok.padding_side = "left"
+    return tok
+
+def build_qwen3_5(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, Any]:
+    """Qwen3.5: Qwen3-VL's vision side (patch 16, 2x2 merge, no deepstack) with a hybrid LLM: layers 0 and 2
+    are gated-delta-net linear attention (recurrent state, no K/V cache), layers 1 and 3 full attention.
+    Without the `fla`/`causal-conv1d` packages transformers runs the linear layers in plain torch."""
+    tok = _qwen3_5_tokenizer()
+    cfg = Qwen3_5Config(
+        text_config=dict(_TEXT, num_hidden_layers=4, vocab_size=len(tok), head_dim=32,
+                         layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"],
+                         linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
+                         linear_num_value_heads=4, initializer_range=initializer_range,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.25,
+                                          "mrope_section": [2, 1, 1], "mrope_interleaved": True},
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=64,
+                           num_position_embeddings=64, initializer_range=initializer_range),
+        **_qwen_ids(tok), tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = _finish(Qwen3_5ForConditionalGeneration(cfg), "Qwen3_5ForConditionalGeneration", tok)
+    ip = Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=128 * 128, patch_size=16, temporal_patch_size=2,
+                                  merge_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    return model, ImageOnlyQwen3VLProcessor(ip, tok, chat_template=tok.chat_template)
+
 _QWEN_FACTS = dict(
     llm_layers="model.language_model.layers", vision_tower="model.visual", projector=("model.visual.merger",),
     embed_tokens="model.language_model.embed_tokens", final_norm="model.language_model.norm", lm_head="lm_head",
@@ -536,6 +589,36 @@ def load_tiny_processor(path: str | Path) -> Any:
     return AutoProcessor.from_pretrained(str(path))
 
 
+
+def get_module(model: Any, path: str) -> Any:
+    """The submodule (or parameter) at dotted attribute `path` of `model`."""
+    obj = model
+    for part in path.split("."):
+        if not hasattr(obj, part):
+            raise FrankenscopeError(f"{type(model).__name__} has no {path!r} (missing {part!r})")
+        obj = getattr(obj, part)
+    return obj
+
+
+def component_of(facts: FamilyFacts, name: str, *, on_disk: bool = False) -> tuple[str, int | None]:
+    """(component, layer) of a parameter name: component is "vision", "projector", "llm_layers" (with the
+    decoder layer index) or "llm_other"; names are in-memory (`state_dict()`) or on-disk
+    (`model.safetensors`) spelling. A name matching no prefix, or prefixes of two components, is an error."""
+    table = facts.disk_prefixes if on_disk else facts.memory_prefixes
+    hits = [comp for comp, prefixes in table.items() if any(name.startswith(p) for p in prefixes)]
+    if len(hits) != 1:
+        where = "on-disk" if on_disk else "in-memory"
+        raise FrankenscopeError(f"family {facts.name}: {where} parameter {name!r} matches "
+                                f"{'no component' if not hits else 'components ' + ', '.join(hits)}")
+    comp = hits[0]
+    if comp != "llm_layers":
+        return comp, None
+    prefix = next(p for p in table[comp] if name.startswith(p))
+    index = name[len(prefix):].split(".", 1)[0]
+    if not index.isdigit():
+        raise FrankenscopeError(f"family {facts.name}: parameter {name!r} has no layer index after {prefix!r}")
+    return comp, int(index)
+
 # --------------------------------------------------------------------------------------------------
 # Image spans
 
@@ -651,3 +734,6 @@ _register(Family(FamilyFacts(
     memory_prefixes=_SMOL_PREFIXES, disk_prefixes=_SMOL_PREFIXES, image_token="<image>",
     image_token_id_field="image_token_id", span_open="<fake_token_around_image>", span_close="<fake_token_around_image>", close_after="<global-img>"),
     build_smolvlm, image_sizes=((64, 64), (64, 32))))
+_register(Family(FamilyFacts(name="qwen3.5", architecture="Qwen3_5ForConditionalGeneration",
+                             processor_class="ImageOnlyQwen3VLProcessor", **_QWEN_FACTS), build_qwen3_5,
+                 image_sizes=((64, 64), (96, 64))))
