@@ -449,7 +449,8 @@ def build_llava_onevision(seed: int = 0, initializer_range: float = 0.02) -> tup
 
 def build_gemma3(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, Any]:
     """Gemma 3: SigLIP on 32x32 images (8px patches, 4x4) average-pooled to 4 soft tokens per image; the
-    LLM alternates sliding-window (8 tokens) and full attention, image tokens attend bidirectionally."""
+    LLM alternates sliding-window (8 tokens) and full attention, image tokens attend bidirectionally.
+    The projection matrix, which transformers initialises to zeros, is drawn from N(0, initializer_range)."""
     special = ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
                "<end_of_image>", "<image_soft_token>")
     template = (
@@ -480,6 +481,8 @@ def build_gemma3(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, A
     )
     torch.manual_seed(seed)
     model = _finish(Gemma3ForConditionalGeneration(cfg), "Gemma3ForConditionalGeneration", tok)
+    with torch.no_grad():  # HF initialises the projection to zeros: a random model would never see the image
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, initializer_range)
     ip = Gemma3ImageProcessorPil(size={"height": 32, "width": 32}, do_pan_and_scan=False)
     return model, Gemma3Processor(ip, tok, chat_template=tok.chat_template, image_seq_length=4)
 
@@ -734,6 +737,9 @@ _register(Family(FamilyFacts(
     memory_prefixes=_SMOL_PREFIXES, disk_prefixes=_SMOL_PREFIXES, image_token="<image>",
     image_token_id_field="image_token_id", span_open="<fake_token_around_image>", span_close="<fake_token_around_image>", close_after="<global-img>"),
     build_smolvlm, image_sizes=((64, 64), (64, 32))))
+_QWEN3_5_PREFIXES = {**_QWEN3_MEMORY, "projector": ("model.visual.merger.",)}
 _register(Family(FamilyFacts(name="qwen3.5", architecture="Qwen3_5ForConditionalGeneration",
-                             processor_class="ImageOnlyQwen3VLProcessor", **_QWEN_FACTS), build_qwen3_5,
+                             processor_class="ImageOnlyQwen3VLProcessor",
+                             **{**_QWEN_FACTS, "memory_prefixes": _QWEN3_5_PREFIXES, "disk_prefixes": _QWEN3_5_PREFIXES}),
+                 build_qwen3_5,
                  image_sizes=((64, 64), (96, 64))))
