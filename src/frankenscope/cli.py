@@ -273,7 +273,7 @@ def demo(
 
 @app.command("tiny")
 def tiny_cmd(
-    family: str = typer.Argument(..., help="Model family, e.g. qwen2.5-vl, internvl, gemma3 (an unknown name lists all)."),
+    family: str = typer.Argument(..., help="Model family, e.g. qwen2.5-vl, internvl, gemma3 (unknown: lists all)."),
     out: Path = typer.Option(..., help="Folder to write; must not exist or be empty."),
     seed: int = typer.Option(0, help="Random seed of the weights (same seed, same tensors)."),
     init_range: float = typer.Option(0.02, help="initializer_range; about 0.2 makes random models input-sensitive."),

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import string
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -162,9 +162,8 @@ def build_tokenizer(special_tokens: Sequence[str], *, eos: str, pad: str, bos: s
     return tok
 
 
-def _chatml_template(image: str, *, system: bool = False) -> str:
+def _chatml_template(image: str) -> str:
     """ChatML (`<|im_start|>role\\n...<|im_end|>\\n`) with `image` for each image item."""
-    del system
     return (
         "{% for message in messages %}"
         "{{ '<|im_start|>' + message['role'] + '\n' }}"
@@ -185,17 +184,20 @@ def _chatml_template(image: str, *, system: bool = False) -> str:
 
 @dataclass(frozen=True)
 class FamilyFacts:
-    """What an adapter needs to know about one family (checked on the tiny model by the tests).
+    """What an adapter needs to know about one family (tests/test_families.py checks each on the tiny model).
 
-    Paths are attribute paths from the `*ForConditionalGeneration` object; `param_prefixes` map each
-    component to the parameter-name prefixes it owns, in memory (`model.state_dict()`) and on disk (the
-    keys of `model.safetensors` as `save_pretrained` writes them). LLM decoder layer i owns
-    `<llm_layers prefix>.{i}.`.
+    Module paths (`llm_layers`, `vision_tower`, `projector`, ...) are attribute paths from the
+    `*ForConditionalGeneration` object. `memory_prefixes` / `disk_prefixes` map each component ("vision",
+    "projector", "llm_layers", "llm_other" = embeddings, final norm, lm_head) to the parameter-name
+    prefixes it owns, in `model.state_dict()` and in `model.safetensors` as `save_pretrained` writes it;
+    every parameter matches exactly one component, and `<llm_layers prefix>{i}.` is decoder layer i.
+    `image_token_id_field` names the config attribute holding the image token's id.
 
-    Image span: the tokens of one image in `input_ids`: from `span_open` (or the first image token when
-    None) to the first `span_close` after `close_after` (or after the first image token; or the last
-    image token of the run when `span_close` is None), inclusive. Everything inside counts as the image
-    span, including text tokens the processor puts between tiles (SmolVLM's row newlines).
+    Image span (`image_span_positions`): the tokens of one image in `input_ids`, inclusive: from
+    `span_open` (or the first image token when None) to the first `span_close` after it (after the first
+    `close_after` when set; SmolVLM's span opens and closes with the same token); with `span_close` None,
+    the run of image tokens. Everything inside counts, including text tokens that the processor puts
+    between tiles (SmolVLM's row newlines).
     """
 
     name: str
@@ -215,8 +217,6 @@ class FamilyFacts:
     span_open: str | None = None
     span_close: str | None = None
     close_after: str | None = None
-    span_markers: tuple[str, ...] = ()
-    notes: str = ""
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,6 @@ class Family:
     facts: FamilyFacts
     build: Callable[..., tuple[Any, Any]]
     image_sizes: tuple[tuple[int, int], ...] = ((56, 56), (84, 56))
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -236,8 +235,13 @@ _TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_att
              num_key_value_heads=2, max_position_embeddings=4096)
 
 
-def _finish(model: Any, arch: str, tok: PreTrainedTokenizerFast) -> Any:
-    model.config.architectures = [arch]
+def _make(cls: type, cfg: Any, seed: int, tok: PreTrainedTokenizerFast) -> Any:
+    """`cls(cfg)` in eval mode with weights drawn from `seed` (the caller's torch RNG state is left as it
+    was), `config.architectures` set and greedy generation ending at the tokenizer's EOS."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(cfg)
+    model.config.architectures = [cls.__name__]
     gen = model.generation_config
     gen.eos_token_id = tok.eos_token_id
     gen.pad_token_id = tok.pad_token_id
@@ -275,8 +279,7 @@ def build_qwen2vl(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, 
                            spatial_merge_size=2, temporal_patch_size=2, initializer_range=initializer_range),
         **_qwen_ids(tok), initializer_range=initializer_range, tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = _finish(Qwen2VLForConditionalGeneration(cfg), "Qwen2VLForConditionalGeneration", tok)
+    model = _make(Qwen2VLForConditionalGeneration, cfg, seed, tok)
     ip = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112, patch_size=14, temporal_patch_size=2,
                                   merge_size=2)
     return model, ImageOnlyQwen2VLProcessor(ip, tok, chat_template=tok.chat_template)
@@ -294,8 +297,7 @@ def build_qwen2_5vl(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any
                            fullatt_block_indexes=[1], initializer_range=initializer_range),
         **_qwen_ids(tok), initializer_range=initializer_range, tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = _finish(Qwen2_5_VLForConditionalGeneration(cfg), "Qwen2_5_VLForConditionalGeneration", tok)
+    model = _make(Qwen2_5_VLForConditionalGeneration, cfg, seed, tok)
     ip = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112, patch_size=14, temporal_patch_size=2,
                                   merge_size=2)
     return model, ImageOnlyQwen2_5_VLProcessor(ip, tok, chat_template=tok.chat_template)
@@ -316,8 +318,7 @@ def build_qwen3vl(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, 
                            initializer_range=initializer_range),
         **_qwen_ids(tok), initializer_range=initializer_range, tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = _finish(Qwen3VLForConditionalGeneration(cfg), "Qwen3VLForConditionalGeneration", tok)
+    model = _make(Qwen3VLForConditionalGeneration, cfg, seed, tok)
     ip = Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=128 * 128, patch_size=16, temporal_patch_size=2,
                                   merge_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     return model, ImageOnlyQwen3VLProcessor(ip, tok, chat_template=tok.chat_template)
@@ -367,31 +368,10 @@ def build_qwen3_5(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, 
                            num_position_embeddings=64, initializer_range=initializer_range),
         **_qwen_ids(tok), tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = _finish(Qwen3_5ForConditionalGeneration(cfg), "Qwen3_5ForConditionalGeneration", tok)
+    model = _make(Qwen3_5ForConditionalGeneration, cfg, seed, tok)
     ip = Qwen2VLImageProcessorPil(min_pixels=32 * 32, max_pixels=128 * 128, patch_size=16, temporal_patch_size=2,
                                   merge_size=2, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     return model, ImageOnlyQwen3VLProcessor(ip, tok, chat_template=tok.chat_template)
-
-_QWEN_FACTS = dict(
-    llm_layers="model.language_model.layers", vision_tower="model.visual", projector=("model.visual.merger",),
-    embed_tokens="model.language_model.embed_tokens", final_norm="model.language_model.norm", lm_head="lm_head",
-    memory_prefixes={"vision": ("model.visual.patch_embed.", "model.visual.blocks."),
-                     "projector": ("model.visual.merger.",),
-                     "llm_layers": ("model.language_model.layers.",),
-                     "llm_other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")},
-    disk_prefixes={"vision": ("visual.patch_embed.", "visual.blocks."), "projector": ("visual.merger.",),
-                   "llm_layers": ("model.layers.",),
-                   "llm_other": ("model.embed_tokens.", "model.norm.", "lm_head.")},
-    image_token="<|image_pad|>", image_token_id_field="image_token_id",
-    span_open="<|vision_start|>", span_close="<|vision_end|>",
-    image_processor_class="Qwen2VLImageProcessorPil",
-)
-_QWEN3_MEMORY = {"vision": ("model.visual.patch_embed.", "model.visual.pos_embed.", "model.visual.blocks."),
-                 "projector": ("model.visual.merger.", "model.visual.deepstack_merger_list."),
-                 "llm_layers": ("model.language_model.layers.",),
-                 "llm_other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")}
-
 
 
 def build_internvl(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, Any]:
@@ -412,8 +392,7 @@ def build_internvl(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any,
         image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), image_seq_length=4, downsample_ratio=0.5,
         initializer_range=initializer_range, tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = _finish(InternVLForConditionalGeneration(cfg), "InternVLForConditionalGeneration", tok)
+    model = _make(InternVLForConditionalGeneration, cfg, seed, tok)
     ip = GotOcr2ImageProcessorPil(size={"height": 56, "width": 56}, crop_to_patches=True, min_patches=1,
                                   max_patches=4, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
     return model, ImageOnlyInternVLProcessor(ip, tok, image_seq_length=4, chat_template=tok.chat_template)
@@ -439,8 +418,7 @@ def build_llava_onevision(seed: int = 0, initializer_range: float = 0.02) -> tup
         vision_feature_select_strategy="full", vision_feature_layer=-1, image_grid_pinpoints=_PINPOINTS,
         vision_aspect_ratio="anyres_max_9", initializer_range=initializer_range, tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = _finish(LlavaOnevisionForConditionalGeneration(cfg), "LlavaOnevisionForConditionalGeneration", tok)
+    model = _make(LlavaOnevisionForConditionalGeneration, cfg, seed, tok)
     ip = LlavaOnevisionImageProcessorPil(size={"height": 28, "width": 28}, image_grid_pinpoints=_PINPOINTS,
                                          do_pad=True)
     return model, ImageOnlyLlavaOnevisionProcessor(ip, tok, num_image_tokens=4, vision_feature_select_strategy="full",
@@ -479,10 +457,10 @@ def build_gemma3(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, A
         image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"), initializer_range=initializer_range,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
     )
-    torch.manual_seed(seed)
-    model = _finish(Gemma3ForConditionalGeneration(cfg), "Gemma3ForConditionalGeneration", tok)
+    model = _make(Gemma3ForConditionalGeneration, cfg, seed, tok)
+    gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():  # HF initialises the projection to zeros: a random model would never see the image
-        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, initializer_range)
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, initializer_range, generator=gen)
     ip = Gemma3ImageProcessorPil(size={"height": 32, "width": 32}, do_pan_and_scan=False)
     return model, Gemma3Processor(ip, tok, chat_template=tok.chat_template, image_seq_length=4)
 
@@ -519,30 +497,90 @@ def build_smolvlm(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, 
         image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=2, initializer_range=initializer_range,
         pad_token_id=tok.pad_token_id, tie_word_embeddings=False,
     )
-    torch.manual_seed(seed)
-    model = _finish(SmolVLMForConditionalGeneration(cfg), "SmolVLMForConditionalGeneration", tok)
+    model = _make(SmolVLMForConditionalGeneration, cfg, seed, tok)
     ip = SmolVLMImageProcessorPil(size={"longest_edge": 64}, max_image_size={"longest_edge": 32},
                                   do_image_splitting=True)
     return model, Idefics3Processor(ip, tok, image_seq_len=4, chat_template=tok.chat_template)
 
 
-FAMILIES: dict[str, Family] = {}
+# --------------------------------------------------------------------------------------------------
+# The registry
 
+# Parameter-name prefixes per component: in memory (transformers 5.x modules) and on disk (the layout
+# `save_pretrained` writes; transformers converts legacy names on load).
+_LLM_MEMORY = {"llm_layers": ("model.language_model.layers.",),
+               "llm_other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")}
+_LLM_LEGACY = {"llm_layers": ("language_model.model.layers.",),
+               "llm_other": ("language_model.model.embed_tokens.", "language_model.model.norm.",
+                             "language_model.lm_head.")}
+_QWEN2_MEMORY = {"vision": ("model.visual.patch_embed.", "model.visual.blocks."),
+                 "projector": ("model.visual.merger.",), **_LLM_MEMORY}
+_QWEN2_DISK = {"vision": ("visual.patch_embed.", "visual.blocks."), "projector": ("visual.merger.",),
+               "llm_layers": ("model.layers.",), "llm_other": ("model.embed_tokens.", "model.norm.", "lm_head.")}
+_QWEN3 = {"vision": ("model.visual.patch_embed.", "model.visual.pos_embed.", "model.visual.blocks."),
+          "projector": ("model.visual.merger.", "model.visual.deepstack_merger_list."), **_LLM_MEMORY}
+_QWEN3_5 = {**_QWEN3, "projector": ("model.visual.merger.",)}
+_TOWER_MEMORY = {"vision": ("model.vision_tower.",), "projector": ("model.multi_modal_projector.",), **_LLM_MEMORY}
+_TOWER_DISK = {"vision": ("vision_tower.",), "projector": ("multi_modal_projector.",), **_LLM_LEGACY}
+_SMOL = {"vision": ("model.vision_model.",), "projector": ("model.connector.",),
+         "llm_layers": ("model.text_model.layers.",),
+         "llm_other": ("model.text_model.embed_tokens.", "model.text_model.norm.", "lm_head.")}
 
-def _register(family: Family) -> None:
-    FAMILIES[family.facts.name] = family
+_LLM = dict(llm_layers="model.language_model.layers", embed_tokens="model.language_model.embed_tokens",
+            final_norm="model.language_model.norm", lm_head="lm_head")
+_QWEN = dict(_LLM, vision_tower="model.visual", image_processor_class="Qwen2VLImageProcessorPil",
+             image_token="<|image_pad|>", image_token_id_field="image_token_id", span_open="<|vision_start|>",
+             span_close="<|vision_end|>")
 
-
-_register(Family(FamilyFacts(name="qwen2-vl", architecture="Qwen2VLForConditionalGeneration",
-                             processor_class="ImageOnlyQwen2VLProcessor", **_QWEN_FACTS), build_qwen2vl))
-_register(Family(FamilyFacts(name="qwen2.5-vl", architecture="Qwen2_5_VLForConditionalGeneration",
-                             processor_class="ImageOnlyQwen2_5_VLProcessor", **_QWEN_FACTS), build_qwen2_5vl))
-_register(Family(FamilyFacts(name="qwen3-vl", architecture="Qwen3VLForConditionalGeneration",
-                             processor_class="ImageOnlyQwen3VLProcessor",
-                             **{**_QWEN_FACTS, "memory_prefixes": _QWEN3_MEMORY, "disk_prefixes": _QWEN3_MEMORY,
-                                "projector": ("model.visual.merger", "model.visual.deepstack_merger_list")}),
-                 build_qwen3vl,
-                 image_sizes=((64, 64), (96, 64))))
+FAMILIES: dict[str, Family] = {f.facts.name: f for f in (
+    Family(FamilyFacts(
+        "qwen2-vl", "Qwen2VLForConditionalGeneration", processor_class="ImageOnlyQwen2VLProcessor",
+        projector=("model.visual.merger",), memory_prefixes=_QWEN2_MEMORY, disk_prefixes=_QWEN2_DISK, **_QWEN),
+        build_qwen2vl),
+    Family(FamilyFacts(
+        "qwen2.5-vl", "Qwen2_5_VLForConditionalGeneration", processor_class="ImageOnlyQwen2_5_VLProcessor",
+        projector=("model.visual.merger",), memory_prefixes=_QWEN2_MEMORY, disk_prefixes=_QWEN2_DISK, **_QWEN),
+        build_qwen2_5vl),
+    Family(FamilyFacts(
+        "qwen3-vl", "Qwen3VLForConditionalGeneration", processor_class="ImageOnlyQwen3VLProcessor",
+        projector=("model.visual.merger", "model.visual.deepstack_merger_list"), memory_prefixes=_QWEN3,
+        disk_prefixes=_QWEN3, **_QWEN),
+        build_qwen3vl, image_sizes=((64, 64), (96, 64))),
+    Family(FamilyFacts(
+        "internvl", "InternVLForConditionalGeneration", processor_class="ImageOnlyInternVLProcessor",
+        image_processor_class="GotOcr2ImageProcessorPil", vision_tower="model.vision_tower",
+        projector=("model.multi_modal_projector",), memory_prefixes=_TOWER_MEMORY, disk_prefixes=_TOWER_DISK,
+        image_token="<IMG_CONTEXT>", image_token_id_field="image_token_id", span_open="<img>", span_close="</img>",
+        **_LLM),
+        build_internvl, image_sizes=((56, 56), (112, 56))),
+    Family(FamilyFacts(
+        "llava-onevision", "LlavaOnevisionForConditionalGeneration",
+        processor_class="ImageOnlyLlavaOnevisionProcessor", image_processor_class="LlavaOnevisionImageProcessorPil",
+        vision_tower="model.vision_tower", projector=("model.multi_modal_projector", "model.image_newline"),
+        memory_prefixes={**_TOWER_MEMORY, "projector": ("model.multi_modal_projector.", "model.image_newline")},
+        disk_prefixes={**_TOWER_DISK, "projector": ("multi_modal_projector.", "image_newline")},
+        image_token="<image>", image_token_id_field="image_token_id", **_LLM),
+        build_llava_onevision, image_sizes=((28, 28), (56, 40))),
+    Family(FamilyFacts(
+        "gemma3", "Gemma3ForConditionalGeneration", processor_class="Gemma3Processor",
+        image_processor_class="Gemma3ImageProcessorPil", vision_tower="model.vision_tower",
+        projector=("model.multi_modal_projector",), memory_prefixes=_TOWER_MEMORY, disk_prefixes=_TOWER_DISK,
+        image_token="<image_soft_token>", image_token_id_field="image_token_id", span_open="<start_of_image>",
+        span_close="<end_of_image>", **_LLM),
+        build_gemma3, image_sizes=((32, 32), (64, 40))),
+    Family(FamilyFacts(
+        "smolvlm", "SmolVLMForConditionalGeneration", processor_class="Idefics3Processor",
+        image_processor_class="SmolVLMImageProcessorPil", llm_layers="model.text_model.layers",
+        vision_tower="model.vision_model", projector=("model.connector",),
+        embed_tokens="model.text_model.embed_tokens", final_norm="model.text_model.norm", lm_head="lm_head",
+        memory_prefixes=_SMOL, disk_prefixes=_SMOL, image_token="<image>", image_token_id_field="image_token_id",
+        span_open="<fake_token_around_image>", span_close="<fake_token_around_image>", close_after="<global-img>"),
+        build_smolvlm, image_sizes=((64, 64), (64, 32))),
+    Family(FamilyFacts(
+        "qwen3.5", "Qwen3_5ForConditionalGeneration", processor_class="ImageOnlyQwen3VLProcessor",
+        projector=("model.visual.merger",), memory_prefixes=_QWEN3_5, disk_prefixes=_QWEN3_5, **_QWEN),
+        build_qwen3_5, image_sizes=((64, 64), (96, 64))),
+)}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -628,14 +666,17 @@ def component_of(facts: FamilyFacts, name: str, *, on_disk: bool = False) -> tup
 
 def image_span_positions(family: str | FamilyFacts, input_ids: Sequence[int] | torch.Tensor,
                          tokenizer: Any) -> list[list[int]]:
-    """The positions of each image's span in one row of `input_ids` (FamilyFacts explains what a span
-    is), one sorted list per image, in order of appearance."""
+    """The positions of each image's span in one row of `input_ids`, one list of consecutive positions
+    per image, in order of appearance (`FamilyFacts` says what a family's span is).
+
+    Raises FrankenscopeError for a batch, a family token the tokenizer lacks, or a span that is opened
+    but never closed (a truncated prompt)."""
     facts = family if isinstance(family, FamilyFacts) else get_family(family).facts
     ids = input_ids.tolist() if isinstance(input_ids, torch.Tensor) else list(input_ids)
     if ids and isinstance(ids[0], list):
         raise FrankenscopeError(f"family {facts.name}: image_span_positions takes one row of input_ids, not a batch")
 
-    def tid(token: str | None) -> int | None:
+    def token_id(token: str | None) -> int | None:
         if token is None:
             return None
         i = tokenizer.convert_tokens_to_ids(token)
@@ -643,103 +684,29 @@ def image_span_positions(family: str | FamilyFacts, input_ids: Sequence[int] | t
             raise FrankenscopeError(f"family {facts.name}: the tokenizer has no token {token!r}")
         return i
 
-    img, open_, close, after = tid(facts.image_token), tid(facts.span_open), tid(facts.span_close), tid(
-        facts.close_after)
+    image, open_, close, after = (token_id(t) for t in (facts.image_token, facts.span_open, facts.span_close,
+                                                         facts.close_after))
     spans: list[list[int]] = []
     i, n = 0, len(ids)
     while i < n:
-        starts = ids[i] == open_ if open_ is not None else ids[i] == img
-        if not starts:
+        if ids[i] != (image if open_ is None else open_):
             i += 1
             continue
-        j = i + (1 if open_ is not None else 0)
-        armed = False  # seen the token after which span_close closes the span
-        end = None
-        while j < n:
-            t = ids[j]
-            if t == img and after is None:
-                armed = True
-            if after is not None and t == after:
-                armed = True
-            if close is None:
-                if t != img and armed:
-                    end = j - 1
-                    break
-            elif t == close and armed:
-                end = j
-                break
-            j += 1
-        if end is None:
-            if close is not None:
-                raise FrankenscopeError(
-                    f"family {facts.name}: an image span opened at position {i} is never closed by {facts.span_close!r}")
-            end = n - 1
+        if close is None:  # a maximal run of image tokens
+            end = i
+            while end + 1 < n and ids[end + 1] == image:
+                end += 1
+        else:  # the first span_close after the opening token (or after close_after)
+            j = i + 1
+            if after is not None:
+                while j < n and ids[j] != after:
+                    j += 1
+            while j < n and ids[j] != close:
+                j += 1
+            if j == n:
+                raise FrankenscopeError(f"family {facts.name}: the image span opened at position {i} is never "
+                                        f"closed by {facts.span_close!r} (truncated prompt?)")
+            end = j
         spans.append(list(range(i, end + 1)))
         i = end + 1
     return spans
-
-
-_register(Family(FamilyFacts(
-    name="internvl", architecture="InternVLForConditionalGeneration", processor_class="ImageOnlyInternVLProcessor",
-    image_processor_class="GotOcr2ImageProcessorPil",
-    llm_layers="model.language_model.layers", vision_tower="model.vision_tower",
-    projector=("model.multi_modal_projector",), embed_tokens="model.language_model.embed_tokens",
-    final_norm="model.language_model.norm", lm_head="lm_head",
-    memory_prefixes={"vision": ("model.vision_tower.",), "projector": ("model.multi_modal_projector.",),
-                     "llm_layers": ("model.language_model.layers.",),
-                     "llm_other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")},
-    disk_prefixes={"vision": ("vision_tower.",), "projector": ("multi_modal_projector.",),
-                   "llm_layers": ("language_model.model.layers.",),
-                   "llm_other": ("language_model.model.embed_tokens.", "language_model.model.norm.",
-                                 "language_model.lm_head.")},
-    image_token="<IMG_CONTEXT>", image_token_id_field="image_token_id",
-    span_open="<img>", span_close="</img>"), build_internvl, image_sizes=((56, 56), (112, 56))))
-_register(Family(FamilyFacts(
-    name="llava-onevision", architecture="LlavaOnevisionForConditionalGeneration",
-    processor_class="ImageOnlyLlavaOnevisionProcessor", image_processor_class="LlavaOnevisionImageProcessorPil",
-    llm_layers="model.language_model.layers", vision_tower="model.vision_tower",
-    projector=("model.multi_modal_projector", "model.image_newline"), embed_tokens="model.language_model.embed_tokens",
-    final_norm="model.language_model.norm", lm_head="lm_head",
-    memory_prefixes={"vision": ("model.vision_tower.",),
-                     "projector": ("model.multi_modal_projector.", "model.image_newline"),
-                     "llm_layers": ("model.language_model.layers.",),
-                     "llm_other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")},
-    disk_prefixes={"vision": ("vision_tower.",), "projector": ("multi_modal_projector.", "image_newline"),
-                   "llm_layers": ("language_model.model.layers.",),
-                   "llm_other": ("language_model.model.embed_tokens.", "language_model.model.norm.",
-                                 "language_model.lm_head.")},
-    image_token="<image>", image_token_id_field="image_token_id"),
-    build_llava_onevision, image_sizes=((28, 28), (56, 40))))
-_register(Family(FamilyFacts(
-    name="gemma3", architecture="Gemma3ForConditionalGeneration", processor_class="Gemma3Processor",
-    image_processor_class="Gemma3ImageProcessorPil",
-    llm_layers="model.language_model.layers", vision_tower="model.vision_tower",
-    projector=("model.multi_modal_projector",), embed_tokens="model.language_model.embed_tokens",
-    final_norm="model.language_model.norm", lm_head="lm_head",
-    memory_prefixes={"vision": ("model.vision_tower.",), "projector": ("model.multi_modal_projector.",),
-                     "llm_layers": ("model.language_model.layers.",),
-                     "llm_other": ("model.language_model.embed_tokens.", "model.language_model.norm.", "lm_head.")},
-    disk_prefixes={"vision": ("vision_tower.",), "projector": ("multi_modal_projector.",),
-                   "llm_layers": ("language_model.model.layers.",),
-                   "llm_other": ("language_model.model.embed_tokens.", "language_model.model.norm.",
-                                 "language_model.lm_head.")},
-    image_token="<image_soft_token>", image_token_id_field="image_token_id",
-    span_open="<start_of_image>", span_close="<end_of_image>"), build_gemma3, image_sizes=((32, 32), (64, 40))))
-_SMOL_PREFIXES = {"vision": ("model.vision_model.",), "projector": ("model.connector.",),
-                  "llm_layers": ("model.text_model.layers.",),
-                  "llm_other": ("model.text_model.embed_tokens.", "model.text_model.norm.", "lm_head.")}
-_register(Family(FamilyFacts(
-    name="smolvlm", architecture="SmolVLMForConditionalGeneration", processor_class="Idefics3Processor",
-    image_processor_class="SmolVLMImageProcessorPil",
-    llm_layers="model.text_model.layers", vision_tower="model.vision_model",
-    projector=("model.connector",), embed_tokens="model.text_model.embed_tokens",
-    final_norm="model.text_model.norm", lm_head="lm_head",
-    memory_prefixes=_SMOL_PREFIXES, disk_prefixes=_SMOL_PREFIXES, image_token="<image>",
-    image_token_id_field="image_token_id", span_open="<fake_token_around_image>", span_close="<fake_token_around_image>", close_after="<global-img>"),
-    build_smolvlm, image_sizes=((64, 64), (64, 32))))
-_QWEN3_5_PREFIXES = {**_QWEN3_MEMORY, "projector": ("model.visual.merger.",)}
-_register(Family(FamilyFacts(name="qwen3.5", architecture="Qwen3_5ForConditionalGeneration",
-                             processor_class="ImageOnlyQwen3VLProcessor",
-                             **{**_QWEN_FACTS, "memory_prefixes": _QWEN3_5_PREFIXES, "disk_prefixes": _QWEN3_5_PREFIXES}),
-                 build_qwen3_5,
-                 image_sizes=((64, 64), (96, 64))))
