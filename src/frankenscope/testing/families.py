@@ -13,7 +13,8 @@ processor, and every video processor in transformers needs torchvision; for thos
 `ImageOnly*` subclass that only drops the video processor (same image processing, same token layout).
 `register_auto_processors()` makes `AutoProcessor` find these subclasses by the name written in
 `processor_config.json` (through `AutoProcessor.register`, keyed by a name, so no transformers
-mapping of a real config is changed); `save_tiny` and `load_tiny_processor` call it.
+mapping of a real config is changed); `save_tiny` and `load_tiny_processor` call it. Without it,
+`AutoProcessor.from_pretrained` silently returns only the tokenizer for those folders.
 
 Facts (`FamilyFacts`): module paths in memory, parameter-name prefixes on disk (as written by
 `save_pretrained`), the image token and the tokens that make up an image's span in `input_ids`;
