@@ -4,6 +4,7 @@ prefixes in memory and on disk, image-span layout) holds on them."""
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +87,9 @@ def test_loads_with_auto_classes_and_family_classes(tiny: Tiny):
     assert type(tiny.processor.image_processor).__name__ == facts.image_processor_class
     assert "torchvision" not in sys.modules
     tok = tiny.processor.tokenizer
-    assert getattr(tiny.model.config, facts.image_token_id_field) == tok.convert_tokens_to_ids(facts.image_token)
+    image_id = tok.convert_tokens_to_ids(facts.image_token)
+    assert getattr(tiny.model.config, facts.image_token_id_field) == image_id
+    assert json.loads((tiny.path / "config.json").read_text())[facts.image_token_id_field] == image_id
     for marker in (facts.span_open, facts.span_close, facts.close_after):
         if marker is not None:
             assert tok.convert_tokens_to_ids(marker) != tok.unk_token_id, marker

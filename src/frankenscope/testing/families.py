@@ -192,7 +192,7 @@ class FamilyFacts:
     "projector", "llm_layers", "llm_other" = embeddings, final norm, lm_head) to the parameter-name
     prefixes it owns, in `model.state_dict()` and in `model.safetensors` as `save_pretrained` writes it;
     every parameter matches exactly one component, and `<llm_layers prefix>{i}.` is decoder layer i.
-    `image_token_id_field` names the config attribute holding the image token's id.
+    `image_token_id_field` names the field of config.json holding the image token's id.
 
     Image span (`image_span_positions`): the tokens of one image in `input_ids`, inclusive: from
     `span_open` (or the first image token when None) to the first `span_close` after it (after the first
@@ -560,13 +560,13 @@ FAMILIES: dict[str, Family] = {f.facts.name: f for f in (
         vision_tower="model.vision_tower", projector=("model.multi_modal_projector", "model.image_newline"),
         memory_prefixes={**_TOWER_MEMORY, "projector": ("model.multi_modal_projector.", "model.image_newline")},
         disk_prefixes={**_TOWER_DISK, "projector": ("multi_modal_projector.", "image_newline")},
-        image_token="<image>", image_token_id_field="image_token_id", **_LLM),
+        image_token="<image>", image_token_id_field="image_token_index", **_LLM),
         build_llava_onevision, image_sizes=((28, 28), (56, 40))),
     Family(FamilyFacts(
         "gemma3", "Gemma3ForConditionalGeneration", processor_class="Gemma3Processor",
         image_processor_class="Gemma3ImageProcessorPil", vision_tower="model.vision_tower",
         projector=("model.multi_modal_projector",), memory_prefixes=_TOWER_MEMORY, disk_prefixes=_TOWER_DISK,
-        image_token="<image_soft_token>", image_token_id_field="image_token_id", span_open="<start_of_image>",
+        image_token="<image_soft_token>", image_token_id_field="image_token_index", span_open="<start_of_image>",
         span_close="<end_of_image>", **_LLM),
         build_gemma3, image_sizes=((32, 32), (64, 40))),
     Family(FamilyFacts(
