@@ -299,6 +299,24 @@ def demo(
     typer.echo(f"[{time.time() - t0:6.1f}s] demo done; open {out / 'study' / 'report.html'}")
 
 
+@app.command("tiny")
+def tiny_cmd(
+    family: str = typer.Argument(..., help="Model family, e.g. qwen2.5-vl, internvl, gemma3 (unknown: lists all)."),
+    out: Path = typer.Option(..., help="Folder to write; must not exist or be empty."),
+    seed: int = typer.Option(0, help="Random seed of the weights (same seed, same tensors)."),
+    init_range: float = typer.Option(0.02, help="initializer_range; about 0.2 makes random models input-sensitive."),
+) -> None:
+    """Write a tiny random checkpoint of FAMILY's real architecture, with its processor and an offline tokenizer."""
+    from frankenscope.testing.families import save_tiny
+
+    try:
+        save_tiny(family, out, seed=seed, initializer_range=init_range)
+    except FrankenscopeError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+    typer.echo(f"wrote a tiny {family} checkpoint to {out}")
+
+
 def main() -> None:
     app()
 
