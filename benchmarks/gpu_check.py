@@ -101,13 +101,8 @@ def build_model(shape: str, proc: Any, device: str, dtype: torch.dtype, seed: in
 
     cfg = make_config(shape, proc.tokenizer)
     torch.manual_seed(seed)
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, attn_implementation="sdpa", dtype=dtype)
-    finally:
-        torch.set_default_dtype(old)
+    with torch.device(device):
+        model = Qwen2_5_VLForConditionalGeneration._from_config(cfg, attn_implementation="sdpa", dtype=dtype)
     g = model.generation_config
     g.pad_token_id, g.eos_token_id, g.bos_token_id, g.do_sample = cfg.pad_token_id, cfg.eos_token_id, None, False
     return model.eval()
@@ -348,31 +343,18 @@ def tensor_specs(cfg: Any) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def write_pair(root: Path, specs: list[tuple[str, tuple[int, ...]]], cfg: Any, device: str, seed: int) -> None:
-    """Checkpoints root/A and root/B = A + noise: bf16, 1 GiB shards and an index; numbers drawn on `device`."""
+    """Checkpoints root/A and root/B = A + noise (bf16, one model.safetensors each), numbers drawn on `device`."""
     from safetensors.torch import save_file
 
     g = torch.Generator(device).manual_seed(seed)
-    shards: list[list[tuple[str, tuple[int, ...]]]] = [[]]
+    ta, tb = {}, {}
     for name, shape in specs:
-        if shards[-1] and 2 * sum(math.prod(s) for _, s in shards[-1]) + 2 * math.prod(shape) > 2**30:
-            shards.append([])
-        shards[-1].append((name, shape))
-    for d in ("A", "B"):
+        w = torch.randn(shape, generator=g, device=device) * 0.02
+        ta[name] = w.to(torch.bfloat16).cpu()
+        tb[name] = (w + torch.randn(shape, generator=g, device=device) * 1e-3).to(torch.bfloat16).cpu()
+    for d, tensors in (("A", ta), ("B", tb)):
         cfg.save_pretrained(root / d)
-    wmap = {}
-    for i, shard in enumerate(shards):
-        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        ta, tb = {}, {}
-        for name, shape in shard:
-            w = torch.randn(shape, generator=g, device=device) * 0.02
-            ta[name] = w.to(torch.bfloat16).cpu()
-            tb[name] = (w + torch.randn(shape, generator=g, device=device) * 1e-3).to(torch.bfloat16).cpu()
-            wmap[name] = fname
-        save_file(ta, str(root / "A" / fname), metadata={"format": "pt"})
-        save_file(tb, str(root / "B" / fname), metadata={"format": "pt"})
-    index = json.dumps({"metadata": {"total_size": sum(2 * math.prod(s) for _, s in specs)}, "weight_map": wmap})
-    for d in ("A", "B"):
-        (root / d / "model.safetensors.index.json").write_text(index)
+        save_file(tensors, str(root / d / "model.safetensors"), metadata={"format": "pt"})
 
 
 def peak_rss_mib() -> float:
@@ -426,7 +408,7 @@ def part_weights(ctx: Ctx) -> dict[str, Any]:
                         str(rep), "--device", dev, "--svd-method", a.svd_method], check=True)
         r = res[op] = json.loads(rep.read_text())
         r["extrapolated_full_wall_s"] = r["wall_s"] * full / part
-        res["rows"].append([f"{op} ({part / 2**30:.2f} of {full / 2**30:.2f} GiB bf16)",
+        res["rows"].append([f"{op} (slice: {part / 2**20:.4g} of {full / 2**20:.4g} MiB bf16)",
                             f"{fmt(r['wall_s'], ' s')}, peak RSS {fmt(r['peak_rss_mib'], ' MiB')}",
                             f"{fmt(r['extrapolated_full_wall_s'], ' s')} full model (extrapolated)", "",
                             f"RSS after imports {fmt(r['rss_after_imports_mib'], ' MiB')}"])
@@ -475,7 +457,8 @@ def run(args: argparse.Namespace) -> int:
         "init_std": {"text": init_std(s["hidden"]), "vision": init_std(s["v_hidden"])},
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "cuda": torch.version.cuda,
                      "python": platform.python_version()},
-        "sizes": {k: getattr(args, k) for k in SIZES["gpu"]}, "parts": {}}
+        "sizes": {k: getattr(args, k) for k in SIZES["gpu"]},
+        "numbers": "measured, except those under keys containing 'extrapolated' (formula alongside)", "parts": {}}
     proc = make_processor(args.side)
     inputs, items, images = prepare(args, proc)
     model, doc["build_s"] = timed(args.device, lambda: build_model(args.shape, proc, args.device,
