@@ -390,15 +390,23 @@ def part_weights(ctx: Ctx) -> dict[str, Any]:
     n_l, n_b = min(a.slice_layers, s["layers"]), min(a.slice_layers, s["v_depth"])
     cfg = make_config(a.shape, tok, layers=n_l, blocks=n_b)
     specs = tensor_specs(cfg)
-    part = sum(2 * math.prod(x) for _, x in specs)
-    full = sum(2 * math.prod(x) for _, x in tensor_specs(make_config(a.shape, tok)))
+
+    def nbytes(sp: list[tuple[str, tuple[int, ...]]], layers_only: bool = False) -> int:
+        return sum(2 * math.prod(x) for n, x in sp if not layers_only or ".layers." in n or ".blocks." in n)
+
+    full_specs = tensor_specs(make_config(a.shape, tok))
+    part, full = nbytes(specs), nbytes(full_specs)
+    k = nbytes(full_specs, True) / nbytes(specs, True)  # full-model layer bytes per slice layer byte
+    low = (part - nbytes(specs, True) + k * nbytes(specs, True)) / part
     root = a.tmp / "weights"
     _, build_s = timed(a.device, lambda: write_pair(root, specs, cfg, a.device, a.seed))
     res: dict[str, Any] = {
         "slice": f"{n_l}/{s['layers']} LLM layers, {n_b}/{s['v_depth']} vision blocks, full embeddings, projector "
                  "and patch embedding", "bytes_per_checkpoint": part, "full_bytes_per_checkpoint": full,
         "build_s": build_s, "svd_method": a.svd_method, "svd_device": a.device,
-        "extrapolated": "full-model wall = slice wall x full bytes / slice bytes; peak memory is set by the largest "
+        "extrapolated": "full-model wall from the slice's: merge x full bytes / slice bytes (it copies bytes); diff "
+                        "between that and x layer bytes (full / slice): exact if a non-layer byte costs as much as "
+                        "a layer byte, resp. nothing (no SVD of the embeddings). Peak memory is set by the largest "
                         "tensor (the embeddings, in the slice), so the slice's peak stands for the full model's",
         "rows": []}
     for op in ("diff", "merge"):
@@ -407,11 +415,12 @@ def part_weights(ctx: Ctx) -> dict[str, Any]:
         subprocess.run([sys.executable, __file__, "--child", op, str(root / "A"), str(root / "B"), str(root / op),
                         str(rep), "--device", dev, "--svd-method", a.svd_method], check=True)
         r = res[op] = json.loads(rep.read_text())
-        r["extrapolated_full_wall_s"] = r["wall_s"] * full / part
+        est = r["extrapolated_full_wall_s"] = [r["wall_s"] * low, r["wall_s"] * (k if op == "diff" else low)]
+        gpu = f", SVD GPU peak {fmt(r['cuda_peak_mib'], ' MiB')}" if r["cuda_peak_mib"] is not None else ""
         res["rows"].append([f"{op} (slice: {part / 2**20:.4g} of {full / 2**20:.4g} MiB bf16)",
                             f"{fmt(r['wall_s'], ' s')}, peak RSS {fmt(r['peak_rss_mib'], ' MiB')}",
-                            f"{fmt(r['extrapolated_full_wall_s'], ' s')} full model (extrapolated)", "",
-                            f"RSS after imports {fmt(r['rss_after_imports_mib'], ' MiB')}"])
+                            f"{'-'.join(dict.fromkeys(fmt(x) for x in est))} s full model (extrapolated)", "",
+                            f"RSS after imports {fmt(r['rss_after_imports_mib'], ' MiB')}{gpu}"])
     return res
 
 
@@ -503,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", action="append", choices=PARTS, default=[], help="skip a part (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target-tokens", type=int, default=2048, help="skipping budget of the extrapolation")
-    ap.add_argument("--slice-layers", type=int, default=4, help="LLM layers and vision blocks in the weights slice")
+    ap.add_argument("--slice-layers", type=int, default=4, help="LLM layers and vision blocks in the weights slice (>= 3)")
     ap.add_argument("--svd-method", choices=["svd", "gram"], default="svd", help="the diff's SVD method")
     ap.add_argument("--vllm-eager", action="store_true", help="vLLM enforce_eager (faster start, slower decode)")
     ap.add_argument("--workdir", default=None, help="parent of the temporary folder (default: the system's)")
@@ -518,8 +527,10 @@ def main(argv: list[str] | None = None) -> int:
     args.shape = "tiny" if args.tiny else args.shape
     for k, v in SIZES["tiny" if args.shape == "tiny" else "gpu"].items():
         setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
-    if args.tokens < 2 or min(args.pairs, args.skip_items, args.attn_items, args.prompts, args.batch) < 1:
-        ap.error("--tokens must be >= 2 (the skipping fit needs two points); counts must be >= 1")
+    if args.tokens < 2 or args.slice_layers < 3 or min(args.pairs, args.skip_items, args.attn_items, args.prompts,
+                                                        args.batch) < 1:
+        ap.error("--tokens must be >= 2 (the skipping fit needs two points), --slice-layers >= 3 (the merge's "
+                 "three regions), the counts >= 1")
     args.dtype_name = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[
         args.dtype or ("bf16" if on_cuda(args.device) else "fp32")]
     args.side = SHAPES[args.shape]["side"]
