@@ -32,7 +32,6 @@ from frankenscope.data.datasets import (
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.cache import CachedGenerator, ResponseCache
-from frankenscope.evaluate.cli import finegrained_eval
 from frankenscope.evaluate.extract import extract_answer, grade
 from frankenscope.evaluate.finegrained import (
     MetricSets,
@@ -52,6 +51,7 @@ from frankenscope.evaluate.finegrained import (
 from frankenscope.evaluate.judge import ChatClient, Describer, JudgeConfig, LLMJudge, parse_verdict
 from frankenscope.evaluate.prompts import PROMPT_STYLES, PromptStyle, get_prompt_style, styles_for
 from frankenscope.evaluate.report import format_comparisons, format_table, format_transitions
+from frankenscope.evaluate.run import finegrained_eval
 
 T, F = True, False
 

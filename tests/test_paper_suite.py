@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import real_layouts as rl
-from frankenscope.evaluate.cli import finegrained_eval
+from frankenscope.evaluate.run import finegrained_eval
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,7 @@ def test_probes_render_prompts_through_the_models_style(monkeypatch: pytest.Monk
                                                         micro_dir: Path) -> None:
     """The skip probe sees the style's user prefix and suffix and its system prompt, like evaluation."""
     import frankenscope.probes.skip as skip
-    from frankenscope.probes.cli import run_localize_reasoning
+    from frankenscope.probes.run import run_localize_reasoning
 
     seen: dict[str, Any] = {}
     real = skip.localize_reasoning

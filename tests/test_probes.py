@@ -188,7 +188,9 @@ def test_change_rules():
     assert not answers_differ("Answer: 3.", "3")
     assert answers_differ("3", "4")
     assert not answers_differ("The answer is backpropagation.", "backpropagation", "reference")
-    assert answers_differ("The answer is backpropagation.", "backpropagation", "exact")
+    # the exact rule compares extracted final answers: "the answer is X" states X
+    assert not answers_differ("The answer is backpropagation.", "backpropagation", "exact")
+    assert answers_differ("It is a cat, I think.", "It is a dog, I think.", "exact")
     assert answers_differ("cat", "cats", "reference")
 
 
@@ -406,7 +408,7 @@ def test_cli_attention(cli_app, micro_dir, tmp_path):
 def test_probe_datasets_by_paper_name(tmp_path):
     """`--dataset gsm8k,math500` reads the paper's text sets from a data root; name:PATH points at one folder;
     an unknown name is refused naming the accepted forms."""
-    from frankenscope.probes.cli import load_dataset_items
+    from frankenscope.probes.run import load_dataset_items
 
     root = tmp_path / "data"
     (root / "MATH-500").mkdir(parents=True)

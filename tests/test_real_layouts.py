@@ -266,7 +266,7 @@ def test_loaded_gold_forms_grade(tmp_path: Path) -> None:
 
 
 def test_mathvista_caption_file_is_accepted(tmp_path: Path, mathvista: dict[str, Path]) -> None:
-    from frankenscope.evaluate.cli import _read_descriptions
+    from frankenscope.evaluate.run import _read_descriptions
 
     captions = _read_descriptions(rl.write_mathvista_captions(tmp_path / "captions_bard.json"))
     assert set(captions) == {"1", "3", "6"}  # the empty caption of pid 50 is left out

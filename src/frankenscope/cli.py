@@ -14,6 +14,20 @@ from frankenscope.weights.cli import diff_cmd, merge_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="What did SFT and RL change inside a vision-language model, and where?")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from frankenscope import __version__
+
+        typer.echo(f"frankenscope {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """What did SFT and RL change inside a vision-language model, and where?"""
 data_app = typer.Typer(no_args_is_help=True, help="Synthetic task suites and probe pairs.")
 organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organism (a tiny Qwen2.5-VL).")
 app.add_typer(data_app, name="data")
@@ -210,7 +224,7 @@ def eval_cmd(
         if metrics == "fine-grained":
             if tasks:
                 raise FrankenscopeError("--tasks applies to --metrics accuracy only")
-            from frankenscope.evaluate.cli import finegrained_eval
+            from frankenscope.evaluate.run import finegrained_eval
 
             finegrained_eval(models, out, suite=suite, data=data, prompt_style=prompt_style,
                              labels=labels.split(",") if labels else None, n=n, n_per_task=n_per_task, seed=seed,

@@ -1,20 +1,17 @@
-"""Evaluation: generation runner, answer extraction and grading, accuracy metrics with bootstrap CIs."""
+"""Evaluation: generation, answer extraction and grading, metrics with confidence intervals, the fine-grained
+evaluation (M_vis / M_v2r / M_rea) and its response cache. Names are imported on first use."""
 
-from frankenscope.evaluate.extract import extract_answer, grade, iou, normalize_text, parse_box, parse_number
-from frankenscope.evaluate.metrics import accuracy_summary, bootstrap_ci, paired_difference
-from frankenscope.evaluate.runner import (
-    EvalRecord,
-    EvalResult,
-    Generator,
-    HFGenerator,
-    evaluate,
-    format_table,
-    model_fingerprint,
-    write_eval_result,
-)
+from frankenscope._lazy import lazy_exports
 
-__all__ = [
-    "EvalRecord", "EvalResult", "Generator", "HFGenerator", "accuracy_summary", "bootstrap_ci", "evaluate",
-    "extract_answer", "format_table", "grade", "iou", "model_fingerprint", "normalize_text", "paired_difference",
-    "parse_box", "parse_number", "write_eval_result",
-]
+_M = "frankenscope.evaluate."
+_EXPORTS = {
+    **dict.fromkeys(("extract_answer", "grade", "grader_identity", "iou", "normalize_text", "parse_box",
+                     "parse_number"), _M + "extract"),
+    **dict.fromkeys(("accuracy_summary", "bootstrap_ci", "paired_difference"), _M + "metrics"),
+    **dict.fromkeys(("EvalRecord", "EvalResult", "Generator", "HFGenerator", "evaluate", "format_table",
+                     "model_fingerprint", "write_eval_result"), _M + "runner"),
+    **dict.fromkeys(("PromptStyle", "get_prompt_style", "PROMPT_STYLES"), _M + "prompts"),
+    "finegrained_eval": _M + "run",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

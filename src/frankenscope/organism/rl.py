@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from typing import Any
 
 from frankenscope.data.schema import Item
@@ -42,7 +43,10 @@ def train_grpo(model: Any, processor: Any, rows: list[dict[str, Any]], *, steps:
 
     logging.getLogger("transformers").setLevel(logging.ERROR)
     ds = Dataset.from_list(rows)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # transformers 5.x renamed gradient checkpointing; TRL still uses the old names on every step
+        warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
         cfg = GRPOConfig(
             output_dir=tmp, per_device_train_batch_size=prompts_per_step * num_generations,
             num_generations=num_generations, max_completion_length=max_completion_length, learning_rate=lr,

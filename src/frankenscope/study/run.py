@@ -38,7 +38,7 @@ def plan_dir(plan: str) -> str:
 def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callable[[str], Any] = print,
                 ) -> list[Unit]:
     """The units of a study, in order (later units may read earlier units' outputs)."""
-    from frankenscope.evaluate.cli import finegrained_eval
+    from frankenscope.evaluate.run import finegrained_eval
     from frankenscope.weights.diff import diff_models
     from frankenscope.weights.merge import merge_all_hybrids
 
@@ -161,7 +161,7 @@ def write_frozen_heldout(folder: Path, root: Path, regions: list[str], *, seed: 
 def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False) -> list[Unit]:
     """Attention (IN vs RL), vision localization and reasoning localization per configured model."""
     from frankenscope.io import write_json_atomic
-    from frankenscope.probes.cli import run_attention, run_localize_reasoning, run_localize_vision
+    from frankenscope.probes.run import run_attention, run_localize_reasoning, run_localize_vision
 
     pr = cfg.probes
     common = dict(n=pr.n, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map,

@@ -1,4 +1,4 @@
-"""`finegrained_eval`: the library function behind `frankenscope eval MODEL... --metrics fine-grained`.
+"""`finegrained_eval`: the fine-grained evaluation (`frankenscope eval MODEL... --metrics fine-grained` and the study).
 
 It builds the metric sets of a suite, runs every model through the four conditions (with the
 response cache, so a rerun or an interrupted run only generates what is missing), grades, computes

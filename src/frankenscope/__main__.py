@@ -1,0 +1,5 @@
+"""`python -m frankenscope`: the command-line interface."""
+
+from frankenscope.cli import main
+
+main()
