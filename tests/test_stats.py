@@ -153,3 +153,47 @@ def test_compare_models_honours_n_boot() -> None:
     assert (c1["ci_low"], c1["ci_high"]) != (c2["ci_low"], c2["ci_high"])
     with pytest.raises(FrankenscopeError):
         compare_models(ind_a, ind_b, n_boot=0)
+
+
+# -- spectra ---------------------------------------------------------------------------------------
+def test_effective_rank_keeps_small_real_singular_values() -> None:
+    """s_i = 1/i, i = 1..3584 (a 3584 x 18944 update): every value is real. The old tolerance
+    max(m, n) * eps32 * s_1 = 2.3e-3 s_1 kept 442 of them and gave 107 instead of 397."""
+    import torch
+
+    from frankenscope.weights.diff import RANK_RTOL, _positive, effective_rank
+
+    s = 1 / torch.arange(1, 3585, dtype=torch.float64)
+    kept = _positive(s, (3584, 18944))
+    assert kept.numel() == 3584
+    p = (1 / np.arange(1, 3585)) / np.sum(1 / np.arange(1, 3585))
+    assert effective_rank(kept) == pytest.approx(math.exp(-np.sum(p * np.log(p))), rel=1e-12)
+    assert effective_rank(kept) == pytest.approx(397.29, abs=0.01)
+    # exact small cases: p = (1/2, 1/4, 1/4) -> exp(1.5 ln 2) = 2^1.5; values at the tolerance are dropped
+    s3 = torch.tensor([2.0, 1.0, 1.0, 2.0 * RANK_RTOL, 0.0], dtype=torch.float64)
+    assert effective_rank(_positive(s3)) == pytest.approx(2 ** 1.5, rel=1e-12)
+
+
+def test_effective_rank_of_a_constructed_matrix() -> None:
+    import torch
+
+    from frankenscope.weights.diff import spectral_metrics
+
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(300, 120, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(200, 120, generator=g, dtype=torch.float64))
+    s = 1 / torch.arange(1, 121, dtype=torch.float64)
+    got = spectral_metrics(u @ torch.diag(s) @ v.T)
+    p = s / s.sum()
+    assert got["numerical_rank"] == 120
+    assert got["effective_rank"] == pytest.approx(float(torch.exp(-(p * p.log()).sum())), rel=1e-9)
+
+
+def test_mean_spectrum_pads_short_spectra() -> None:
+    from frankenscope.weights.diff import SPECTRUM_FLOOR, _mean_spectrum
+
+    long, short = [0.0, -1.0, -2.0, -3.0], [0.0, -0.5]
+    got = _mean_spectrum([long, short, []])  # the all-zero delta (empty) has no direction: left out
+    assert got == pytest.approx([0.0, -0.75, (-2.0 + SPECTRUM_FLOOR) / 2, (-3.0 + SPECTRUM_FLOOR) / 2])
+    assert SPECTRUM_FLOOR == pytest.approx(math.log(1e-6))
+    assert _mean_spectrum([[], []]) == []
