@@ -195,5 +195,5 @@ def test_mean_spectrum_pads_short_spectra() -> None:
     long, short = [0.0, -1.0, -2.0, -3.0], [0.0, -0.5]
     got = _mean_spectrum([long, short, []])  # the all-zero delta (empty) has no direction: left out
     assert got == pytest.approx([0.0, -0.75, (-2.0 + SPECTRUM_FLOOR) / 2, (-3.0 + SPECTRUM_FLOOR) / 2])
-    assert SPECTRUM_FLOOR == pytest.approx(math.log(1e-6))
+    assert pytest.approx(math.log(1e-6)) == SPECTRUM_FLOOR
     assert _mean_spectrum([[], []]) == []
