@@ -84,7 +84,7 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
                                   seed=cfg.seed, partition=cfg.partition, progress=progress, log=log, seeds=seeds)
             write_frozen_heldout(folder, organism_root, cfg.freeze.regions, seed=cfg.seed, seeds=seeds)
             # the suite (Table 3): the first seed's runs; P7 is decided on the held-out items over all seeds
-            shown = {lb: path for lb, path in runs.items() if lb.endswith(f"s{seeds[0]}")}
+            shown = {lb: path for lb, path in runs.items() if lb.endswith(f" s{seeds[0]}")}
             labels = [lb.removesuffix(f" s{seeds[0]}") if len(seeds) == 1 else lb for lb in shown]
             return fg([paths["in"], paths["rl"], *shown.values()], ["IN", "RL", *labels],
                       [styles["in"], styles["rl"], *[styles["rl"]] * len(shown)])(folder)
