@@ -15,18 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from frankenscope.io import write_result, write_text_atomic
-from frankenscope.study.verdicts import (  # noqa: F401 - re-exported for callers of the old module
+from frankenscope.study.verdicts import (  # noqa: F401 - Verdict, indicators_from_records: re-exported
     RULES,
-    STATEMENTS,
     Verdict,
     indicators_from_records,
-    verdict_p1,
-    verdict_p2,
-    verdict_p3,
-    verdict_p4,
-    verdict_p5,
-    verdict_p6,
-    verdict_p7,
     verdicts,
     verdicts_payload,
 )
