@@ -100,7 +100,7 @@ def test_p2_tiny_shift_is_significant_but_too_small(tmp_path):
     v = V.verdict_p2(out, n_boot=500)
     late = [t for t in v.tests if t["region"] != "early"]
     assert all(t["ci_low"] > 0 for t in late)  # the shift is real ...
-    assert all(t["outcome"] == "gain failed" for t in late)  # ... and rules out one of 5% of the mass
+    assert all(t["outcome"] == "gain ruled out" for t in late)  # ... and rules out one of 5% of the mass
 
 
 def test_p2_layer_subset_and_not_run(tmp_path):

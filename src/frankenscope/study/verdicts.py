@@ -236,7 +236,8 @@ def verdict_p2(out: Path, n_boot: int = 2000) -> Verdict:
     seed = _study(out).get("seed", 0)
     rows = []
     for i, layer in enumerate(doc["layers"]):
-        ok = [(a["mass"][i], b["mass"][i]) for a, b in pairs if not (math.isnan(a["mass"][i]) or math.isnan(b["mass"][i]))]
+        ok = [(a["mass"][i], b["mass"][i]) for a, b in pairs
+              if not (math.isnan(a["mass"][i]) or math.isnan(b["mass"][i]))]
         if not ok:
             continue
         xa, xb = [a for a, _ in ok], [b for _, b in ok]
@@ -248,10 +249,13 @@ def verdict_p2(out: Path, n_boot: int = 2000) -> Verdict:
     if not late:
         return Verdict("P2", STATEMENTS["P2"], "not run", "no Mid or Late layer was probed")
     _adjust(rows)
+    words = {"met": "gain", "failed": "gain ruled out", "unclear": "unclear"}
     for r in rows:
         g = gain(r)
-        r["outcome"] = f"gain {g}" if r["region"] != "early" else (
-            "shift" if "met" in (g, loss(r)) else "no shift shown")
+        if r["region"] == "early":
+            r["outcome"] = "shift" if "met" in (g, loss(r)) else "no shift shown"
+        else:
+            r["outcome"] = words[g]
     up = sum(gain(r) == "met" for r in late)
     ruled_out = sum(gain(r) == "failed" for r in late)
     part_a = "met" if up > len(late) / 2 else "failed" if ruled_out > len(late) / 2 else "unclear"
