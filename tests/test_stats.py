@@ -61,6 +61,10 @@ def test_all_equal_inputs_give_positive_width() -> None:
     # the bound is exact: q = 1 - 0.025^(1/n) is where P(no other value in n draws) = 0.025
     q = 1 - 0.025 ** (1 / 100)
     assert (lo, hi) == pytest.approx((0.3 - q * 0.3, 0.3 + q * 0.7))
+    from frankenscope.evaluate.metrics import paired_difference
+
+    same = paired_difference([0.3] * 40, [0.3] * 40)  # one value everywhere: no range known
+    assert same["ci_low"] == -math.inf and same["ci_high"] == math.inf
     d = paired_continuous([0.3] * 40, [0.3] * 40, bounds=(-1.0, 1.0))
     assert d["ci_low"] < 0 < d["ci_high"] and d["p"] == 1.0 and not d["significant"]
 

@@ -221,7 +221,8 @@ def _is_binary(x: np.ndarray) -> bool:
 def paired_difference(a: Sequence[bool] | Sequence[float], b: Sequence[bool] | Sequence[float], seed: int = 0,
                       n_boot: int = 2000, alpha: float = ALPHA) -> dict[str, Any]:
     """mean(b - a) over the same items with its interval and test: `paired_binary` when every value is
-    0/1 (True/False), `paired_continuous` otherwise (differences bounded by the observed range)."""
+    0/1 (True/False), `paired_continuous` otherwise (differences bounded by the observed range, unbounded
+    when every value is the same number)."""
     xa, xb = np.asarray(a), np.asarray(b)
     if xa.shape != xb.shape:
         raise FrankenscopeError(f"paired_difference needs the same items on both sides ({xa.size} vs {xb.size})")
@@ -229,7 +230,8 @@ def paired_difference(a: Sequence[bool] | Sequence[float], b: Sequence[bool] | S
         return paired_binary(xa.astype(bool).tolist(), xb.astype(bool).tolist(), alpha)
     both = np.concatenate([xa.ravel(), xb.ravel()]).astype(np.float64)
     span = float(both.max() - both.min()) if both.size else 0.0
-    return paired_continuous(xa, xb, n_boot=n_boot, seed=seed, alpha=alpha, bounds=(-span, span))
+    # a single value everywhere tells nothing about the range: no bounds (an unbounded interval)
+    return paired_continuous(xa, xb, n_boot=n_boot, seed=seed, alpha=alpha, bounds=(-span, span) if span else None)
 
 
 def accuracy_summary(correct: Sequence[bool], seed: int = 0, alpha: float = ALPHA) -> dict[str, Any]:
