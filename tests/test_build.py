@@ -31,6 +31,9 @@ def builds(tmp_path_factory):
     logs: list[str] = []
     first = build(out, preset="micro", seed=0, progress=False, log=logs.append)
     frozen = build(out, preset="micro", seed=0, freeze="late", progress=False, log=logs.append)
+    # the study's unfrozen control re-run with another RL seed (same Base and IN)
+    build(out, preset="micro", seed=0, progress=False, log=logs.append, trust_finished=True, rl_seed=1,
+          rl_folder="rl-control-s1")
     mp.undo()
     return out, first, frozen, logs
 
@@ -138,3 +141,15 @@ def test_trusted_finished_stages_are_not_redrawn(builds, monkeypatch):
     with pytest.raises(AssertionError, match="stage data drawn"):  # a changed IN recipe is not trusted
         build(out, preset="micro", seed=0, progress=False, log=logs.append, trust_finished=True,
               recipe=build_mod.recipe_for("micro", in_steps=3))
+
+
+def test_control_rerun_with_its_own_rl_seed(builds):
+    out, first, _, _ = builds
+    stage = json.loads((out / "rl-control-s1" / "stage.json").read_text())
+    main = json.loads((out / "rl" / "stage.json").read_text())
+    assert stage["rl_seed"] == 1 and "rl_seed" not in main and stage["freeze"] is None
+    assert stage["parent"] == main["parent"] and stage["data_sha256"] == main["data_sha256"]  # same IN, same data
+    assert json.loads((out / "manifest-rl-control-s1.json").read_text())["stages"]["rl-control-s1"]
+    assert set(json.loads((out / "manifest.json").read_text())["stages"]) == {"base", "in", "rl"}
+    a, b = _tensors(out / "rl"), _tensors(out / "rl-control-s1")
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # another RL seed: another run

@@ -140,8 +140,10 @@ def test_bootstrap_ci() -> None:
     assert a != bootstrap_ci(x, seed=4)
     assert a[0] < x.mean() < a[1]
     assert 0.0 < a[1] - a[0] < 0.3
-    assert bootstrap_ci([1.0] * 17) == (1.0, 1.0)
-    assert bootstrap_ci([0.1] * 5) == (0.1, 0.1)
+    # all-equal input: never a zero-width interval (unbounded without a known range, else the exact bound)
+    assert bootstrap_ci([1.0] * 17) == (-math.inf, math.inf)
+    lo, hi = bootstrap_ci([0.1] * 5, bounds=(0.0, 1.0))
+    assert lo < 0.1 < hi
     lo, hi = bootstrap_ci([])
     assert math.isnan(lo) and math.isnan(hi)
 
@@ -155,9 +157,13 @@ def test_accuracy_summary_and_paired_difference() -> None:
     b = rng.random(100) < 0.7
     d = paired_difference(a, b, seed=5)
     assert d["diff"] == pytest.approx(b.mean() - a.mean())
-    assert (d["ci_low"], d["ci_high"]) == bootstrap_ci(b.astype(float) - a.astype(float), seed=5)
+    assert d["method"].startswith("Newcombe")  # 0/1 data: the paired score interval, not the bootstrap
     assert d["ci_low"] < d["diff"] < d["ci_high"]
-    assert paired_difference([False] * 5, [True] * 5)["ci_low"] == 1.0
+    all_flip = paired_difference([False] * 5, [True] * 5)  # was [1, 1] (zero width) under the bootstrap
+    assert all_flip["ci_low"] < 1.0 and not all_flip["significant"]  # McNemar p = 0.0625
+    x = rng.random(50)
+    c = paired_difference(x, x + 0.1 + rng.normal(0, 0.01, 50), seed=5)
+    assert c["method"].startswith("paired percentile bootstrap") and c["significant"]
     with pytest.raises(FrankenscopeError):
         paired_difference([True], [True, False])
 
@@ -206,7 +212,8 @@ def test_evaluate_standin() -> None:
     assert (res.overall["n"], res.overall["correct"]) == (10, 7)
     assert {k: (v["n"], v["correct"]) for k, v in res.by_task.items()} == {
         "arith": (4, 2), "read": (3, 2), "mc": (3, 3)}
-    assert res.by_task["mc"]["accuracy"] == 1.0 and res.by_task["mc"]["ci_low"] == 1.0
+    # 3 of 3 right: the Wilson interval [0.4385, 1], not the zero-width [1, 1] of a degenerate bootstrap
+    assert res.by_task["mc"]["accuracy"] == 1.0 and res.by_task["mc"]["ci_low"] == pytest.approx(0.4385, abs=1e-4)
     assert {k: v["n"] for k, v in res.by_category.items()} == {"perception": 6, "text": 4}
     assert [r.correct for r in res.records] == [True, True, False, False, True, True, False, True, True, True]
     assert res.records[0].extracted == "3.5" and res.records[0].response == "so \\boxed{3.5}"

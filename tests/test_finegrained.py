@@ -84,7 +84,9 @@ def test_m_v2r_and_m_rea_exact() -> None:
     r = m_rea([T, F, None, T])
     assert r["value"] == pytest.approx(2 / 3) and r["n"] == 3 and r["n_ungraded"] == 1
     allright = m_rea([T] * 4)
-    assert (allright["value"], allright["ci_low"], allright["ci_high"]) == (1.0, 1.0, 1.0)
+    # 4 of 4 right: Wilson [0.5101, 1] (a zero-width [1, 1] would claim certainty from four items)
+    assert allright["value"] == 1.0 and allright["ci_low"] == pytest.approx(0.5101, abs=1e-4)
+    assert allright["ci_high"] == 1.0
     empty = m_vis([None], [T])
     assert empty["n"] == 0 and math.isnan(empty["value"])
 

@@ -285,7 +285,7 @@ def _grade_number(pred: str, item: Item) -> bool:
 def _grade_box(pred: str, item: Item) -> bool:
     gold = _gold(parse_box(item.answer), item)
     p = parse_box(pred)
-    return p is not None and iou(p, gold) >= IOU_THRESHOLD
+    return p is not None and iou(p, gold) > IOU_THRESHOLD
 
 
 def _grade_yesno(pred: str, item: Item) -> bool:
@@ -425,7 +425,7 @@ def grade(pred_text: str, item: Item) -> bool:
     - text: the same, or equal after `latex_normalize` (also for the right side of "x = ..." when the gold
       has no "="), or equivalent by `math_verify_equal`;
     - yesno: the first word is the gold yes/no (case-insensitive);
-    - box: four numbers x1, y1, x2, y2 with IoU >= 0.5 against the gold box;
+    - box: four numbers x1, y1, x2, y2 with IoU > 0.5 against the gold box;
     - choice: the same option letter (only letters among `meta["choices"]` count as letters), else the
       same option text or value (LaTeX-normalised), else a bare number equal to the number of exactly one
       option, the gold one; a multi-letter gold ("A, C") compares as a set of letters.

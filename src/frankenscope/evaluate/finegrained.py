@@ -19,10 +19,11 @@ Ungraded items (an LLM judge that failed, a missing description) are neither rig
 are left out of N for every metric that needs them and counted in `n_ungraded`. Without a judge
 every item is graded, so N is the full set, as in the paper.
 
-Every value comes with a percentile-bootstrap 95% CI over items (`metrics.bootstrap_ci`). Two models
-on the same items are compared by the mean per-item difference of the metric's indicator (later
-minus earlier) with a paired bootstrap CI (`metrics.paired_difference`) and McNemar's exact test on
-the discordant items (`mcnemar_exact`).
+Every value is a proportion and comes with its Wilson 95% interval (`metrics.wilson_interval`); the
+average over benchmarks uses a stratified bootstrap (`stratified_mean_ci`, `n_boot` resamples). Two
+models on the same items are compared by the mean per-item difference of the metric's indicator
+(later minus earlier) with Newcombe's paired score interval and McNemar's exact test on the
+discordant items (`metrics.paired_binary`: significant only when both agree).
 
 Conditions run per model: "image" (every item with an image), "black" (the M_vis set), "black_desc"
 (the M_v2r set) and "text" (the M_rea set and text-only benchmark items).
@@ -40,7 +41,13 @@ import numpy as np
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.extract import extract_answer, grade
-from frankenscope.evaluate.metrics import bootstrap_ci, paired_difference
+from frankenscope.evaluate.metrics import (
+    ALPHA,
+    degenerate_interval,
+    mcnemar_exact,
+    paired_binary,
+    wilson_interval,
+)
 from frankenscope.evaluate.prompts import PromptStyle
 
 Label = bool | None
@@ -63,11 +70,12 @@ def _safe_rate(num: int, den: int) -> float:
 
 
 def rate_summary(indicators: Sequence[bool], seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
-    """{value, ci_low, ci_high, n, count}: the mean of a 0/1 indicator with its 95% bootstrap CI (nan if n = 0)."""
-    x = np.asarray(indicators, dtype=np.float64)
-    lo, hi = bootstrap_ci(x, n_boot=n_boot, seed=seed)
-    return {"value": float(x.mean()) if x.size else math.nan, "ci_low": lo, "ci_high": hi,
-            "n": int(x.size), "count": int(x.sum())}
+    """{value, ci_low, ci_high, n, count}: the mean of a 0/1 indicator with its Wilson 95% interval (nan if
+    n = 0). The interval is analytic: `seed` and `n_boot` are accepted for a uniform signature."""
+    x = [bool(v) for v in indicators]
+    k, n = sum(x), len(x)
+    lo, hi = wilson_interval(k, n)
+    return {"value": k / n if n else math.nan, "ci_low": lo, "ci_high": hi, "n": n, "count": k}
 
 
 def transitions(a: Sequence[Label], b: Sequence[Label]) -> dict[str, Any]:
@@ -115,42 +123,31 @@ def m_rea(t: Sequence[Label], seed: int = 0, n_boot: int = 2000) -> dict[str, An
     return {**rate_summary(ind, seed, n_boot), "n_ungraded": len(t) - len(ind)}
 
 
-def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts b (only the first right) and c (only the
-    second right): p = min(1, 2 * P[X <= min(b, c)]) with X ~ Binomial(b + c, 1/2); 1.0 when b + c = 0."""
-    if b < 0 or c < 0:
-        raise FrankenscopeError(f"McNemar counts must be >= 0 (got {b}, {c})")
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(min(b, c) + 1))
-    return min(1.0, 2 * tail / 2 ** n)
-
-
-def paired_comparison(x: dict[str, Label], y: dict[str, Label], seed: int = 0) -> dict[str, Any]:
-    """Model y vs model x on the ids graded for both: {n, value_a, value_b, diff (= b - a), ci_low, ci_high,
-    n_a_only, n_b_only, mcnemar_p}; the CI is the paired bootstrap of the per-item differences."""
+def paired_comparison(x: dict[str, Label], y: dict[str, Label], seed: int = 0, alpha: float = ALPHA
+                      ) -> dict[str, Any]:
+    """Model y vs model x on the ids graded for both (`metrics.paired_binary`): {n, value_a, value_b,
+    diff (= b - a), ci_low, ci_high (Newcombe), n_a_only, n_b_only, mcnemar_p (= p), p, significant}."""
     ids = [i for i in x if i in y and x[i] is not None and y[i] is not None]
-    a = [bool(x[i]) for i in ids]
-    b = [bool(y[i]) for i in ids]
-    d = paired_difference(a, b, seed=seed)
-    only_a = sum(1 for p, q in zip(a, b, strict=True) if p and not q)
-    only_b = sum(1 for p, q in zip(a, b, strict=True) if q and not p)
+    d = paired_binary([bool(x[i]) for i in ids], [bool(y[i]) for i in ids], alpha)
     return {"n": d["n"], "value_a": d["mean_a"], "value_b": d["mean_b"], "diff": d["diff"],
-            "ci_low": d["ci_low"], "ci_high": d["ci_high"], "n_a_only": only_a, "n_b_only": only_b,
-            "mcnemar_p": mcnemar_exact(only_a, only_b)}
+            "ci_low": d["ci_low"], "ci_high": d["ci_high"], "n_a_only": d["n_a_only"], "n_b_only": d["n_b_only"],
+            "mcnemar_p": d["p"], "p": d["p"], "significant": d["significant"], "method": d["method"]}
 
 
 def stratified_mean_ci(groups: Sequence[Sequence[float]], n_boot: int = 2000, seed: int = 0,
-                       alpha: float = 0.05) -> tuple[float, float, float]:
-    """(mean of the group means, CI low, CI high): each bootstrap resample redraws items within every group
-    (for the average accuracy over benchmarks of different sizes)."""
+                       alpha: float = 0.05, bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float, float]:
+    """(mean of the group means, CI low, CI high): each of the `n_boot` bootstrap resamples redraws items
+    within every group (for the average accuracy over benchmarks of different sizes). When the resampled
+    means cannot vary (all values equal) the interval is `metrics.degenerate_interval` over all items
+    (`bounds`: the range of one value: (0, 1) for accuracies, (-1, 1) for paired differences)."""
+    if n_boot < 1:
+        raise FrankenscopeError(f"the stratified bootstrap needs n_boot >= 1 (got {n_boot})")
     arrays = [np.asarray(g, dtype=np.float64) for g in groups if len(g)]
     if not arrays:
         return (math.nan, math.nan, math.nan)
     value = float(np.mean([g.mean() for g in arrays]))
     if all(np.all(g == arrays[0][0]) for g in arrays):
-        return (value, value, value)
+        return (value, *degenerate_interval(value, sum(g.size for g in arrays), bounds, alpha))
     rng = np.random.default_rng(seed)
     stats = np.zeros(n_boot)
     for g in arrays:
@@ -337,8 +334,9 @@ def _with_acc_cis(t: dict[str, Any], a: list[Label], b: list[Label], seed: int, 
 
 def compare_models(ind_a: dict[str, dict[str, Label]], ind_b: dict[str, dict[str, Label]], seed: int = 0,
                    n_boot: int = 2000) -> dict[str, Any]:
-    """Paired comparison (b vs a) for each metric both have; "benchmark" is the average over benchmarks
-    (stratified paired bootstrap; McNemar on the pooled items)."""
+    """Paired comparison (b vs a) for each metric both have (`paired_comparison`: analytic, so `n_boot` has
+    nothing to resample there); "benchmark" is the average over benchmarks (stratified paired bootstrap with
+    `n_boot` resamples; McNemar on the pooled items)."""
     out: dict[str, Any] = {}
     for m in METRICS:
         if m in ind_a and m in ind_b and ind_a[m]:
@@ -353,7 +351,9 @@ def compare_models(ind_a: dict[str, dict[str, Label]], ind_b: dict[str, dict[str
             diffs.append([q - p for p, q in zip(x, y, strict=True)])
             only_a += sum(1 for p, q in zip(x, y, strict=True) if p > q)
             only_b += sum(1 for p, q in zip(x, y, strict=True) if q > p)
-        value, lo, hi = stratified_mean_ci(diffs, n_boot=n_boot, seed=seed)
+        value, lo, hi = stratified_mean_ci(diffs, n_boot=n_boot, seed=seed, bounds=(-1.0, 1.0))
+        p = mcnemar_exact(only_a, only_b)
         out["benchmark"] = {"n": sum(len(d) for d in diffs), "diff": value, "ci_low": lo, "ci_high": hi,
-                            "n_a_only": only_a, "n_b_only": only_b, "mcnemar_p": mcnemar_exact(only_a, only_b)}
+                            "n_a_only": only_a, "n_b_only": only_b, "mcnemar_p": p, "p": p, "n_boot": n_boot,
+                            "significant": bool(p < ALPHA and (lo > 0 or hi < 0))}
     return out

@@ -256,11 +256,9 @@ class _InMemory:
         return self.gen(items, images=[self.images.get(it.id) for it in items], **kw)
 
 
-def heldout_difference(a_dir: Path, b_dir: Path, seed: int) -> dict[str, Any] | None:
-    """Paired held-out difference B - A per category and task (same items; paired bootstrap 95% CI),
-    from the two stages' stage.json; None when either is missing. The manifest's `rl_vs_in` is
-    (IN, RL); the study's freeze unit compares (RL, RL frozen)."""
-    from frankenscope.evaluate.metrics import paired_difference
+def heldout_pairs(a_dir: Path, b_dir: Path) -> dict[str, tuple[list[bool], list[bool]]] | None:
+    """Per category and task: (A's, B's) held-out correctness over the ids both stages graded, in id
+    order, from the two stages' stage.json; None when either is missing."""
     from frankenscope.organism.tasks import TASK_CATEGORY
 
     docs = [a_dir / "stage.json", b_dir / "stage.json"]
@@ -268,18 +266,29 @@ def heldout_difference(a_dir: Path, b_dir: Path, seed: int) -> dict[str, Any] | 
         return None
     a, b = (json.loads(d.read_text())["heldout"] for d in docs)
     ca, cb = a["correct"], b["correct"]
-    ids = sorted(set(ca) & set(cb))
     groups: dict[str, list[str]] = {}
-    for i in ids:
+    for i in sorted(set(ca) & set(cb)):
         task = i.rsplit("_", 1)[0]
         groups.setdefault(TASK_CATEGORY.get(task, "other"), []).append(i)
         groups.setdefault(task, []).append(i)
-    return {g: paired_difference([ca[i] for i in v], [cb[i] for i in v], seed=seed) for g, v in groups.items()}
+    return {g: ([bool(ca[i]) for i in v], [bool(cb[i]) for i in v]) for g, v in groups.items()}
+
+
+def heldout_difference(a_dir: Path, b_dir: Path, seed: int) -> dict[str, Any] | None:
+    """Paired held-out difference B - A per category and task (same items; Newcombe score interval and
+    exact McNemar, `metrics.paired_binary`), from the two stages' stage.json; None when either is
+    missing. The manifest's `rl_vs_in` is (IN, RL); the study's freeze unit compares (control, frozen).
+    `seed` is kept for compatibility (the interval is analytic)."""
+    from frankenscope.evaluate.metrics import paired_binary
+
+    pairs = heldout_pairs(a_dir, b_dir)
+    return None if pairs is None else {g: paired_binary(a, b) for g, (a, b) in pairs.items()}
 
 
 def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | None = None,
           partition: str = "thirds", recipe: Recipe | None = None, progress: bool = True,
-          log: Any = print, trust_finished: bool = False) -> dict[str, Any]:
+          log: Any = print, trust_finished: bool = False, rl_seed: int | None = None,
+          rl_folder: str | None = None) -> dict[str, Any]:
     """Build (or resume) Base -> IN -> RL under `out`; returns the manifest.
 
     freeze: a region ('early', 'mid', 'late', 'mid+late') or layer list ('0-2'); the RL stage then
@@ -287,6 +296,10 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
     trust_finished: accept a finished stage whose recorded recipe, seed and parent match without
     redrawing its data to compare hashes (the study's frozen RL re-runs use this: the Base and IN
     data take longer to draw than to check).
+    rl_seed: the RL stage's training seed (sampling, order) when it should differ from `seed`; the RL
+    data and every earlier stage stay those of `seed` (the study's re-runs over several RL seeds).
+    rl_folder: the RL stage's folder name instead of rl/ or rl-frozen-<region>/ (the study's unfrozen
+    control re-run); such a stage writes manifest-<folder>.json, never the organism's manifest.json.
     """
     from frankenscope.organism.model import build_organism, save_folder
 
@@ -300,6 +313,8 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
     parent_dir: Path | None = None
     for stage in ("base", "in", "rl"):
         name = stage if (stage != "rl" or not freeze) else f"rl-frozen-{freeze.replace(',', '_')}"
+        if stage == "rl" and rl_folder:
+            name = rl_folder
         folder = out / name
         if trust_finished and (doc := _matching(folder, stage, recipe, seed, parent_key)) is not None:
             log(f"[{name}] finished (recipe, seed and parent match), skipping")
@@ -311,6 +326,8 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
         settings = {"stage": stage, "seed": seed, "recipe": stage_recipe(recipe, stage), "parent": parent_key,
                     "data_sha256": data_hash(data), "freeze": freeze if stage == "rl" else None,
                     "partition": partition if stage == "rl" and freeze else None}
+        if stage == "rl" and rl_seed is not None:  # only then: stage keys of ordinary builds are unchanged
+            settings["rl_seed"] = rl_seed
         key = _stage_key(settings)
         done = _finished(folder, key)
         if done is not None:
@@ -342,7 +359,8 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
                                num_generations=recipe.rl_generations,
                                prompts_per_step=recipe.rl_prompts_per_step, beta=recipe.rl_beta,
                                max_completion_length=recipe.rl_max_completion, temperature=recipe.rl_temperature,
-                               seed=seed, format_weight=recipe.rl_format_weight, progress=progress)
+                               seed=seed if rl_seed is None else rl_seed, format_weight=recipe.rl_format_weight,
+                               progress=progress)
             for p in model.parameters():
                 p.requires_grad_(True)
         else:
@@ -364,7 +382,7 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
         parent_key, parent_dir = key, folder
     manifest["rl_vs_in"] = heldout_difference(out / "in", out / name, seed)
     # A frozen re-run gets its own manifest: the study runs several at once next to the organism's own.
-    manifest_name = f"manifest-{name}.json" if freeze else "manifest.json"
+    manifest_name = f"manifest-{name}.json" if name != "rl" else "manifest.json"
     write_result(out / manifest_name, "organism-build", STAGE_SCHEMA_VERSION, manifest, seed=seed,
                  inputs={"preset": recipe.preset, "freeze": freeze, "partition": partition})
     return manifest

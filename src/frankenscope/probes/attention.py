@@ -150,7 +150,7 @@ def attention_profile(model: nn.Module, processor: Any, adapter: VLMAdapter, ite
 
 def _mean_ci(values: Sequence[float], seed: int) -> dict[str, float]:
     x = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
-    lo, hi = bootstrap_ci(x, seed=seed)
+    lo, hi = bootstrap_ci(x, seed=seed, bounds=(0.0, 1.0))  # attention mass and per-token mean lie in [0, 1]
     return {"n": int(x.size), "mean": float(x.mean()) if x.size else math.nan, "ci_low": lo, "ci_high": hi}
 
 

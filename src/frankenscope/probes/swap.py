@@ -49,8 +49,16 @@ from frankenscope.adapters import VLMAdapter
 from frankenscope.data.io import first_n_per_task, load_image, load_probe_pairs
 from frankenscope.data.schema import Item, ProbePair
 from frankenscope.errors import FrankenscopeError
-from frankenscope.evaluate.extract import extract_answer, grade, normalize_text
-from frankenscope.evaluate.metrics import bootstrap_ci
+from frankenscope.evaluate.extract import (
+    IOU_THRESHOLD,
+    Box,
+    extract_answer,
+    grade,
+    iou,
+    normalize_text,
+    parse_box,
+)
+from frankenscope.evaluate.metrics import wilson_interval
 from frankenscope.io import sha256_text, write_result
 from frankenscope.probes.hooks import (
     Span,
@@ -524,9 +532,9 @@ def _as_item(pair: ProbePair, answer: str) -> Item:
 
 
 def rate_summary(flags: Sequence[bool], seed: int = 0) -> dict[str, Any]:
-    """{n, count, rate, ci_low, ci_high}: the share of True with its 95% percentile-bootstrap CI."""
+    """{n, count, rate, ci_low, ci_high}: the share of True with its Wilson 95% interval (`seed` unused)."""
     n = len(flags)
-    lo, hi = bootstrap_ci([float(f) for f in flags], seed=seed)
+    lo, hi = wilson_interval(int(sum(flags)), n)
     return {"n": n, "count": int(sum(flags)), "rate": (sum(flags) / n) if n else float("nan"),
             "ci_low": lo, "ci_high": hi}
 
@@ -546,10 +554,61 @@ class PairRecord:
     kept: list[bool]
 
 
-def score_pair(pair: ProbePair, sweep: PairSweep, change_rule: str = "exact") -> PairRecord:
-    """Per layer: changed (vs the unswapped answer), flipped (equals the source's ground truth; boxes by
-    IoU >= 0.5 with the source box) and kept (still equals the target's ground truth)."""
+def seen_scale(encoded: dict[str, torch.Tensor], processor: Any, image: Image.Image) -> tuple[float, float]:
+    """(sx, sy) = the size of the image the model sees (the processor's resize, from `image_grid_thw` x the
+    patch size) over the original image size; (1, 1) when the processor reports no grid."""
+    grid = encoded.get("image_grid_thw")
+    patch = getattr(getattr(processor, "image_processor", None), "patch_size", None)
+    if grid is None or not patch:
+        return (1.0, 1.0)
+    _, h, w = (int(x) for x in grid.reshape(-1, 3)[0])
+    return (w * patch / image.size[0], h * patch / image.size[1])
+
+
+def scale_box(box: Box, scale: tuple[float, float]) -> Box:
+    """A box (x1, y1, x2, y2) in original-image pixels, in the pixels of the image the model sees."""
+    sx, sy = scale
+    return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
+
+def _box_hit(pred: str, gold: str, scale: tuple[float, float]) -> bool:
+    """IoU(predicted box, gold box rescaled to the image the model sees) > IOU_THRESHOLD."""
+    p, g = parse_box(extract_answer(pred)), parse_box(gold)
+    if g is None:
+        raise FrankenscopeError(f"gold box {gold!r} is not four numbers")
+    return p is not None and iou(p, scale_box(g, scale)) > IOU_THRESHOLD
+
+
+def _box_changed(clean: str, swapped: str, rule: str) -> bool:
+    """A box answer changed when IoU(clean box, swapped box) <= IOU_THRESHOLD (one pixel of jitter is no
+    change); when either is not a box, the text rule decides."""
+    a, b = parse_box(extract_answer(clean)), parse_box(extract_answer(swapped))
+    if a is None or b is None:
+        return answers_differ(clean, swapped, rule)
+    return iou(a, b) <= IOU_THRESHOLD
+
+
+def score_pair(pair: ProbePair, sweep: PairSweep, change_rule: str = "exact",
+               box_scale: tuple[float, float] = (1.0, 1.0)) -> PairRecord:
+    """Per layer: changed (vs the unswapped answer), flipped (equals the source's ground truth) and kept
+    (still equals the target's ground truth).
+
+    Box answers (grounding): changed = IoU(unswapped box, swapped box) <= 0.5; flipped / kept = IoU with
+    the source / target gold box > 0.5, the gold boxes rescaled by `box_scale` to the image the model
+    sees (`seen_scale`; the model answers in those pixels).
+    """
     tgt, src = _as_item(pair, pair.target_answer), _as_item(pair, pair.source_answer)
+    if pair.answer_type == "box":
+        def right(s: str, gold: str) -> bool:
+            return _box_hit(s, gold, box_scale)
+
+        changed = [_box_changed(sweep.clean, s, change_rule) for s in sweep.swapped]
+        return PairRecord(
+            id=pair.id, task=pair.task, answer_type=pair.answer_type, target_answer=pair.target_answer,
+            source_answer=pair.source_answer, unswapped=sweep.clean,
+            unswapped_correct=right(sweep.clean, pair.target_answer), swapped=sweep.swapped, changed=changed,
+            flipped=[right(s, pair.source_answer) for s in sweep.swapped],
+            kept=[right(s, pair.target_answer) for s in sweep.swapped])
     return PairRecord(
         id=pair.id, task=pair.task, answer_type=pair.answer_type, target_answer=pair.target_answer,
         source_answer=pair.source_answer, unswapped=sweep.clean, unswapped_correct=grade(sweep.clean, tgt),
@@ -622,7 +681,7 @@ def localize_vision(model: nn.Module, processor: Any, adapter: VLMAdapter, input
                          system=system)
         sweep = sweep_pair(model, processor, adapter, ep, layer_list, mode=mode, engine=engine,
                            max_new_tokens=max_new_tokens)
-        rec = score_pair(inp.pair, sweep, change_rule)
+        rec = score_pair(inp.pair, sweep, change_rule, box_scale=seen_scale(ep.target, processor, img_t))
         records.append(rec)
         if on_pair is not None:
             on_pair(rec)

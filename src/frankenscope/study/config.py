@@ -72,8 +72,17 @@ class ProbeSettings(_Strict):
 
 
 class FreezeSettings(_Strict):
+    """RL re-runs from IN with one region frozen, next to an unfrozen control re-run on the same path.
+
+    regions: the frozen regions (P7 decides on early and late; add "mid" for Table 3's third row: one
+    more parallel RL run, about 1.6 min of the small demo on 2 cores).
+    seeds: RL seeds; every region and the control run once per seed (None: the study's seed). With two
+    or more, P7's interval includes run-to-run variance; each seed adds len(regions) + 1 RL runs.
+    """
+
     enabled: bool = True             # only the organism has a built-in trainer
-    regions: list[str] = Field(default_factory=lambda: ["early", "mid", "late"])
+    regions: list[str] = Field(default_factory=lambda: ["early", "late"])
+    seeds: list[int] | None = None
 
 
 class StudyConfig(_Strict):

@@ -79,31 +79,53 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
         organism_root = Path(paths["in"]).parent
 
         def frozen(folder: Path) -> Any:
+            seeds = cfg.freeze.seeds or [cfg.seed]
             runs = frozen_rl_runs(organism_root, cfg.freeze.regions, preset=cfg.organism_preset or "small",
-                                  seed=cfg.seed, partition=cfg.partition, progress=progress, log=log)
-            write_frozen_heldout(folder, organism_root, cfg.freeze.regions, seed=cfg.seed)
-            return fg([paths["in"], paths["rl"], *runs], ["IN", "RL", *[f"RL frozen {r}" for r in cfg.freeze.regions]],
-                      [styles["in"], styles["rl"], *[styles["rl"]] * len(runs)])(folder)
+                                  seed=cfg.seed, partition=cfg.partition, progress=progress, log=log, seeds=seeds)
+            write_frozen_heldout(folder, organism_root, cfg.freeze.regions, seed=cfg.seed, seeds=seeds)
+            # the suite (Table 3): the first seed's runs; P7 is decided on the held-out items over all seeds
+            shown = {lb: path for lb, path in runs.items() if lb.endswith(f" s{seeds[0]}")}
+            labels = [lb.removesuffix(f" s{seeds[0]}") if len(seeds) == 1 else lb for lb in shown]
+            return fg([paths["in"], paths["rl"], *shown.values()], ["IN", "RL", *labels],
+                      [styles["in"], styles["rl"], *[styles["rl"]] * len(shown)])(folder)
 
         units.append(Unit("freeze", "finegrained.json", frozen))
     return units
 
 
-def _frozen_rl_job(root: str, region: str, preset: str, seed: int, partition: str, threads: int) -> str:
-    """One frozen-region RL re-run in a worker process (torch threads set first)."""
+CONTROL = "control"
+
+
+def rerun_folder(region: str, rl_seed: int, seed: int) -> str:
+    """The organism folder of one study re-run: rl-frozen-<region> or rl-control, with -s<seed> when the RL
+    seed is not the organism's own."""
+    name = "rl-control" if region == CONTROL else f"rl-frozen-{region}"
+    return name if rl_seed == seed else f"{name}-s{rl_seed}"
+
+
+def _frozen_rl_job(root: str, region: str, preset: str, seed: int, partition: str, threads: int,
+                   rl_seed: int | None = None) -> str:
+    """One RL re-run in a worker process (torch threads set first): `region` frozen, or none for the
+    control. Every re-run, the control included, goes through exactly this function."""
     import torch
 
     from frankenscope.organism.build import build
 
     torch.set_num_threads(threads)
-    build(root, preset=preset, seed=seed, freeze=region, partition=partition, progress=False,
-          log=lambda *_: None, trust_finished=True)
-    return str(Path(root) / f"rl-frozen-{region}")
+    rl_seed = seed if rl_seed is None else rl_seed
+    folder = rerun_folder(region, rl_seed, seed)
+    build(root, preset=preset, seed=seed, freeze=None if region == CONTROL else region, partition=partition,
+          progress=False, log=lambda *_: None, trust_finished=True, rl_seed=None if rl_seed == seed else rl_seed,
+          rl_folder=folder)
+    return str(Path(root) / folder)
 
 
 def frozen_rl_runs(root: Path, regions: list[str], *, preset: str, seed: int, partition: str,
-                   progress: bool = True, log: Callable[[str], Any] = print) -> list[str]:
-    """RL re-runs from the organism's IN with each region frozen, as parallel worker processes.
+                   progress: bool = True, log: Callable[[str], Any] = print,
+                   seeds: list[int] | None = None) -> dict[str, str]:
+    """RL re-runs from the organism's IN, per RL seed: one per frozen region plus an unfrozen control,
+    all as parallel worker processes of the same kind (spawned, same torch thread count), so the control
+    differs from a frozen run only in what is frozen. Returns {"RL control s<k>" / "RL frozen <r> s<k>": path}.
 
     The organism is small, so one process per run with one torch thread each uses the cores better than
     one run after another with all threads (about 1.3x the throughput on 2 cores); all runs start at once
@@ -115,45 +137,70 @@ def frozen_rl_runs(root: Path, regions: list[str], *, preset: str, seed: int, pa
 
     from tqdm.auto import tqdm
 
+    seeds = seeds or [seed]
+    jobs = [(r, s) for s in seeds for r in [CONTROL, *regions]]
     cores = os.cpu_count() or 1
-    workers = max(1, len(regions))  # all at once: a queued run would leave cores idle at the end
+    workers = max(1, len(jobs))  # all at once: a queued run would leave cores idle at the end
     threads = max(1, cores // workers)
-    log(f"[freeze] {len(regions)} RL re-runs ({', '.join(regions)}) in {workers} processes x {threads} threads")
+    log(f"[freeze] {len(jobs)} RL re-runs (control + {', '.join(regions)}; seeds {seeds}) in {workers} processes "
+        f"x {threads} threads")
+    out: dict[str, str] = {}
     with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_frozen_rl_job, str(root), r, preset, seed, partition, threads): r for r in regions}
+        futures = {pool.submit(_frozen_rl_job, str(root), r, preset, seed, partition, threads, s): (r, s)
+                   for r, s in jobs}
         for f in tqdm(cf.as_completed(futures), total=len(futures), desc="frozen RL", disable=not progress):
-            log(f"[freeze] {futures[f]} done: {f.result()}")
-    return [str(root / f"rl-frozen-{r}") for r in regions]
+            log(f"[freeze] {futures[f][0]} seed {futures[f][1]} done: {f.result()}")
+    for r, s in jobs:
+        label = "RL control" if r == CONTROL else f"RL frozen {r}"
+        out[f"{label} s{s}"] = str(root / rerun_folder(r, s, seed))
+    return out
 
 
-def write_frozen_heldout(folder: Path, root: Path, regions: list[str], *, seed: int) -> dict[str, Any]:
-    """freeze/heldout.json and summary.md: frozen-R - full RL on the organism's held-out items.
+def write_frozen_heldout(folder: Path, root: Path, regions: list[str], *, seed: int,
+                         seeds: list[int] | None = None) -> dict[str, Any]:
+    """freeze/heldout.json and summary.md: frozen-R re-run - unfrozen control re-run on the organism's
+    held-out items (a data stream no stage trains on; 200 per vision-to-reasoning task on `small`),
+    paired per item, per category and task.
 
-    Each organism stage evaluates the same held-out items (a data stream no stage trains on; 200 per
-    vision-to-reasoning task on `small`), so the difference is paired per item:
-    d = mean_i(correct_frozen(i) - correct_RL(i)) with a paired bootstrap 95% CI, per category and task.
+    Per seed: `metrics.paired_binary` (Newcombe score interval + exact McNemar). "pooled": the same for
+    one seed, else `metrics.seed_pooled_difference` over the seeds (run-to-run plus item variance).
     """
     from frankenscope.errors import FrankenscopeError
+    from frankenscope.evaluate.metrics import paired_binary, seed_pooled_difference
     from frankenscope.io import write_text_atomic
-    from frankenscope.organism.build import heldout_difference
+    from frankenscope.organism.build import heldout_pairs
     from frankenscope.organism.tasks import V2R_TASKS
     from frankenscope.study.report import _fmt_ci
 
+    seeds = seeds or [seed]
     diffs: dict[str, Any] = {}
     for r in regions:
-        d = heldout_difference(root / "rl", root / f"rl-frozen-{r}", seed)
-        if d is None:
-            raise FrankenscopeError(f"{root / 'rl'} or {root / f'rl-frozen-{r}'} has no stage.json with held-out results")
-        diffs[r] = d
-    write_result(folder / "heldout.json", "frozen-rl-heldout", STUDY_SCHEMA_VERSION, {"frozen_minus_rl": diffs},
-                 seed=seed, inputs={"organism": str(root), "regions": regions})
+        per_seed: dict[str, dict[str, tuple[list[bool], list[bool]]]] = {}
+        for s in seeds:
+            control, frozen = (root / rerun_folder(x, s, seed) for x in (CONTROL, r))
+            pairs = heldout_pairs(control, frozen)
+            if pairs is None:
+                raise FrankenscopeError(f"{control} or {frozen} has no stage.json with held-out results")
+            per_seed[str(s)] = pairs
+        groups = set.intersection(*(set(p) for p in per_seed.values()))
+        pooled = {g: paired_binary(*per_seed[str(seeds[0])][g]) if len(seeds) == 1 else
+                  seed_pooled_difference([per_seed[str(s)][g] for s in seeds]) for g in sorted(groups)}
+        diffs[r] = {"pooled": pooled,
+                    "per_seed": {s: {g: paired_binary(a, b) for g, (a, b) in p.items()} for s, p in per_seed.items()}}
+    write_result(folder / "heldout.json", "frozen-rl-heldout", STUDY_SCHEMA_VERSION,
+                 {"seeds": seeds, "control": "unfrozen RL re-run (same worker path as the frozen runs)",
+                  "frozen_minus_control": diffs}, seed=seed, inputs={"organism": str(root), "regions": regions})
     shown = ("v2r", *V2R_TASKS, "perception", "text")  # P7 is about v2r; every task's numbers are in the json
-    groups = [g for g in shown if any(g in d for d in diffs.values())]
-    lines = ["Held-out items of the organism (paired over the same items): frozen - full RL, accuracy, 95% CI", "",
-             "| region | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+    groups_shown = [g for g in shown if any(g in d["pooled"] for d in diffs.values())]
+    lines = [f"Held-out items of the organism (paired over the same items): frozen re-run - unfrozen control "
+             f"re-run, accuracy, 95% CI; {len(seeds)} seed(s) {seeds}"
+             + (" (one run each: run-to-run RL variance is not in the interval)" if len(seeds) < 2 else
+                " (interval over seeds: run-to-run and item variance)"), "",
+             "| region | " + " | ".join(groups_shown) + " |", "|---|" + "---|" * len(groups_shown)]
     for r, d in diffs.items():
         lines.append(f"| {r} | " + " | ".join(
-            f"{_fmt_ci(d[g], 'diff')} (n={d[g]['n']})" if g in d else "n/a" for g in groups) + " |")
+            f"{_fmt_ci(d['pooled'][g], 'diff')} (n={d['pooled'][g]['n']})" if g in d["pooled"] else "n/a"
+            for g in groups_shown) + " |")
     write_text_atomic(folder / "summary.md", "\n".join(lines) + "\n")
     return diffs
 

@@ -113,16 +113,21 @@ def _one_thread(active: bool) -> Iterator[None]:
             torch.set_num_threads(n)
 
 
-def _positive(s: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """The singular values above the numerical-rank tolerance s_1 * max(m, n) * eps(float32).
+#: Singular values at or below RANK_RTOL * s_1 are treated as zero (float32 SVD rounding is ~1e-7 s_1).
+#: The tolerance is relative to s_1 only: it must not grow with the matrix size, or real directions of a
+#: large update (s_i = s_1/i over 3584 values ends at 2.8e-4 s_1) would be dropped.
+RANK_RTOL = 1e-6
 
-    Values below it are rounding noise of a float32 delta; dropping them keeps log() finite and
-    gives the exact answer for rank-deficient deltas. An all-zero delta has none.
+
+def _positive(s: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
+    """The singular values above RANK_RTOL * s_1 (`shape` is accepted for compatibility and not used).
+
+    Dropping values below it keeps log() finite and gives the exact answer for rank-deficient deltas.
+    An all-zero delta has none.
     """
     if s.numel() == 0 or float(s[0]) <= 0:
         return s[:0]
-    tol = float(s[0]) * max(shape) * torch.finfo(torch.float32).eps
-    return s[s > tol]
+    return s[s > float(s[0]) * RANK_RTOL]
 
 
 def spectral_norm(s: torch.Tensor) -> float:
@@ -138,7 +143,8 @@ def stable_rank(fro: float, s1: float) -> float:
 def effective_rank(s: torch.Tensor) -> float:
     """Roy & Vetterli effective rank exp(H(p)), p_i = s_i / sum_j s_j, H = -sum_i p_i ln p_i.
 
-    Uses s (not s^2), over the values above the numerical tolerance; 0 for an all-zero delta.
+    Uses s (not s^2), over the values above RANK_RTOL * s_1 (pass s through `_positive`); 0 for an all-zero
+    delta. Example: s_i = 1/i, i = 1..3584 gives 397.4.
     """
     if s.numel() == 0:
         return 0.0
@@ -265,13 +271,22 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+#: The value a short spectrum is padded with: ln(RANK_RTOL), i.e. "below the rank tolerance".
+SPECTRUM_FLOOR = math.log(RANK_RTOL)
+
+
 def _mean_spectrum(specs: list[list[float]]) -> list[float]:
-    """Per rank i: the mean of ln(s_i/s_1) over the matrices whose spectrum reaches rank i."""
-    out = []
-    for i in range(max((len(s) for s in specs), default=0)):
-        vals = [s[i] for s in specs if len(s) > i]
-        out.append(sum(vals) / len(vals))
-    return out
+    """Per rank i: the mean of ln(s_i/s_1) over every matrix with an update.
+
+    A spectrum shorter than the longest (a matrix of lower rank than k) is padded explicitly with
+    SPECTRUM_FLOOR = ln(1e-6) ~ -13.8: its missing singular values are below the rank tolerance, not
+    absent, so every rank is averaged over the same matrices. All-zero deltas (empty spectra) have no
+    direction at all and are left out.
+    """
+    rows = [s for s in specs if s]
+    k = max((len(s) for s in rows), default=0)
+    padded = [s + [SPECTRUM_FLOOR] * (k - len(s)) for s in rows]
+    return [sum(col) / len(col) for col in zip(*padded, strict=True)] if padded else []
 
 
 def _aggregate(metrics: list[dict[str, Any]], kinds: list[str] | None = None) -> dict[str, Any]:
@@ -415,6 +430,8 @@ def diff(checkpoints: Mapping[str, str | Path], deltas: Sequence[tuple[str, str,
                          "metrics need >= 2 dims and <= max_svd_elements elements",
             "relative_norm": "||W_to - W_from||_F / ||W_from||_F",
             "log_volume": f"sum of ln s_i over the top {top_k} singular values",
+            "rank_tolerance": f"singular values <= {RANK_RTOL:g} * s_1 count as zero",
+            "spectrum_mean": f"short spectra padded with ln({RANK_RTOL:g}); all-zero deltas left out",
         },
         "deltas": {lb: {"from": a, "to": b} for lb, a, b in deltas},
         "layout": {
