@@ -28,6 +28,8 @@ from frankenscope.validate import (
 )
 
 FAST = ValidateSettings(n=2, max_new_tokens=8)
+#: fault-injection runs: one item (pair) per task is enough to see the fault
+FAULT = ValidateSettings(n=1, max_new_tokens=6)
 
 
 def _sha_tree(root: Path) -> str:
@@ -101,7 +103,7 @@ def test_planted_spectrum_formulas():
     assert uniform_mass(10, 2, 4) == pytest.approx(4 * (1 / 11 + 1 / 12) / 2)
 
 
-def _run(sensitive_dir, tmp_path, check, settings=FAST):
+def _run(sensitive_dir, tmp_path, check, settings=FAULT):
     doc = validate(sensitive_dir, tmp_path / "out", checks=[check], settings=settings, echo=lambda _: None)
     return _check(doc, check), doc
 
@@ -131,6 +133,18 @@ def test_blind_is_inconclusive_when_the_swap_engine_swaps_nothing(sensitive_dir,
     c, doc = _run(sensitive_dir, tmp_path, "blind")
     assert c["status"] == "inconclusive" and not doc["passed"]
     assert c["details"]["swap_changed_model"] == 0
+
+
+def test_blind_is_inconclusive_when_the_black_image_control_shows_the_image(sensitive_dir, tmp_path, monkeypatch):
+    """An evaluation whose "black" condition still shows the real image gives M_vis = 0 on any model: the power
+    criterion (the unedited model's answers change with the black image) catches it."""
+    from frankenscope.adapters.base import VLMAdapter
+
+    monkeypatch.setattr(VLMAdapter, "black_image", staticmethod(lambda image: image))
+    c, _ = _run(sensitive_dir, tmp_path, "blind")
+    assert c["status"] == "inconclusive"
+    assert [k["what"] for k in c["criteria"] if not k["ok"]] == [
+        "power: the unedited model's response changes with the black image on some M_vis item"]
 
 
 def test_dead_layer_fails_when_the_skip_probe_skips_the_wrong_layer(sensitive_dir, tmp_path, monkeypatch):
@@ -222,6 +236,14 @@ def test_planted_update_not_applicable_in_bfloat16(sensitive_dir, tmp_path):
     c, doc = _run(sensitive_dir, tmp_path, "planted_update", ValidateSettings(n=1, max_new_tokens=4, dtype="bfloat16"))
     assert c["status"] == "not applicable" and "float32" in c["reason"]
     assert not doc["passed"]
+
+
+def test_dead_layer_in_bfloat16_diffs_against_an_unedited_resave(sensitive_dir, tmp_path):
+    """Variants in another dtype than the stored one are diffed against the model re-saved in that dtype, so
+    the rounding of the cast is not mistaken for planted energy."""
+    c, _ = _run(sensitive_dir, tmp_path, "dead_layer", ValidateSettings(n=1, max_new_tokens=6, dtype="bfloat16"))
+    assert c["status"] == "pass", c["reason"]
+    assert len(c["details"]["nonzero_tensors"]) == 2
 
 
 def test_cli_validate(sensitive_dir, tmp_path):

@@ -167,16 +167,18 @@ class Workbench:
     """The user's model loaded once; planted variants are written from it by editing parameters in place,
     saving, and restoring the originals (memory: one model plus the edited tensors)."""
 
-    def __init__(self, model: str | Path, work: Path, dtype: str = "float32", device: str | None = None) -> None:
+    def __init__(self, model: str | Path, work: Path, dtype: str = "float32") -> None:
         from frankenscope.loading import load_model
 
         self.source = Path(model)
         if not (self.source / "config.json").is_file():
             raise FrankenscopeError(f"{model}: validate needs a local model folder (config.json + safetensors)")
         self.work = work
-        self.loaded = load_model(self.source, dtype=dtype, device=device)
+        self.loaded = load_model(self.source, dtype=dtype)  # on the CPU: edits are cheap, analyses load their own
         self.model, self.adapter = self.loaded.model, self.loaded.adapter
         self.names = {id(p): n for n, p in self.model.named_parameters()}
+        self.created: list[Path] = []
+        self._reference: str | None = None
 
     def name(self, param: torch.Tensor) -> str:
         return self.names[id(param)]
@@ -200,11 +202,27 @@ class Workbench:
             with atomic_dir(out) as tmp:
                 self.model.save_pretrained(tmp)
                 _copy_side_files(self.source, tmp)
+            self.created.append(out)
         finally:
             with torch.no_grad():
                 for nm, old in saved.items():
                     params[nm].copy_(old)
         return out, sorted(saved)
+
+    def reference(self) -> str:
+        """What weight diffs compare a variant with: the model folder itself when its floating tensors are stored
+        in the variants' dtype (then unedited tensors diff to exactly 0), else the model re-saved unedited."""
+        if self._reference is None:
+            from frankenscope.weights.reader import CheckpointReader
+
+            dtype = next(self.model.parameters()).dtype
+            stored = {e.dtype for e in CheckpointReader(self.source).entries() if e.dtype.is_floating_point}
+            if stored <= {dtype}:
+                self._reference = str(self.source)
+            else:
+                self._reference = str(self.variant("reference", lambda m, a: {})[0])
+                self.created.remove(Path(self._reference))
+        return self._reference
 
 
 def _last_linear(module: nn.Module) -> nn.Linear | None:
@@ -239,9 +257,9 @@ def _eval_records(model: str | Path, out: Path, s: ValidateSettings, label: str,
     {"doc": finegrained.json, "responses": {(condition, id): response}}."""
     from frankenscope.evaluate.cli import finegrained_eval
 
-    organism = s.suite == "organism"
+    own_suite = s.suite == "organism" and s.data is None  # the small suite _eval_data wrote: use all of it
     doc = finegrained_eval([str(model)], out, suite=s.suite, data=data,
-                           prompt_style=s.prompt_style, labels=[label], n=None if organism else s.n,
+                           prompt_style=s.prompt_style, labels=[label], n=None if own_suite else s.n,
                            n_per_task=s.n, seed=s.seed, batch_size=1, max_new_tokens=s.max_new_tokens,
                            dtype=s.dtype, device=s.device, progress=False, n_boot=500, echo=lambda _: None)
     recs = json.loads((out / doc["models"][0]["records_file"]).read_text())["records"]
@@ -285,7 +303,7 @@ class Context:
     @property
     def bench(self) -> Workbench:
         if self._bench is None:
-            self._bench = Workbench(self.model, self.work / "variants", self.settings.dtype, self.settings.device)
+            self._bench = Workbench(self.model, self.work / "variants", self.settings.dtype)
         return self._bench
 
     def folder(self, check: str, *parts: str) -> Path:
@@ -413,7 +431,8 @@ def check_dead_layer(ctx: Context) -> CheckResult:
     c.add(f"power: skipping layer {k} changes some response of the unedited model", "> 0",
           f"{changed_m} of {len(res_m.records)}", changed_m > 0, power=True)
 
-    doc = diff_pair(ctx.model, dead, ctx.folder("dead_layer", "diff"), spectral=False, plots=False, progress=False)
+    doc = diff_pair(wb.reference(), dead, ctx.folder("dead_layer", "diff"), spectral=False, plots=False,
+                    progress=False)
     nonzero = {t["name"]: t["stats"]["delta"] for t in doc["tensors"] if t["stats"]["delta"]["fro"] != 0}
     c.add("tensors with non-zero diff energy", sorted(edited), sorted(nonzero), set(nonzero) == set(edited))
     rel = {n: nonzero[n]["relative"] for n in edited if n in nonzero}
@@ -511,7 +530,7 @@ def check_planted_update(ctx: Context) -> CheckResult:
         return out
 
     variant, edited = wb.variant("planted-update", edit)
-    doc = diff_pair(ctx.model, variant, ctx.folder("planted_update", "diff"), top_k=max(r + 2, 8), plots=False,
+    doc = diff_pair(wb.reference(), variant, ctx.folder("planted_update", "diff"), top_k=max(r + 2, 8), plots=False,
                     progress=False)
     recs = {t["name"]: t for t in doc["tensors"]}
     outside = [n for n, t in recs.items() if n not in planted and t["stats"]["delta"]["fro"] != 0]
@@ -639,6 +658,8 @@ def check_transfer(ctx: Context) -> CheckResult:
         n_t, bad = _donor_mismatches(out, donors, want)
         c.add(f"{plan}: tensors whose bytes differ from the planned donor", 0, f"{len(bad)} of {n_t}"
               + (f" e.g. {bad[:2]}" if bad else ""), not bad)
+        if plan != "RL:RL:RL":
+            shutil.rmtree(out)  # checked: free the disk (a 7B hybrid is a full checkpoint)
     data = _eval_data(ctx)
     rl = _eval_records(donors["RL"], ctx.folder("transfer", "eval-rl"), s, "RL", data)
     hy = _eval_records(hy_root / "RL_RL_RL", ctx.folder("transfer", "eval-rlrlrl"), s, "RL_RL_RL", data)
@@ -695,6 +716,15 @@ def check_attention(ctx: Context) -> CheckResult:
         c.status, c.reason = "not applicable", f"the adapter exposes no attention projections ({e})"
         return c
     del probe
+    text_cfg = wb.model.config.get_text_config(decoder=True)
+    types = getattr(text_cfg, "layer_types", None) or []
+    windowed = [x for x in layers if (types and types[x] != "full_attention")
+                or (getattr(text_cfg, "use_sliding_window", False) and getattr(text_cfg, "sliding_window", None))]
+    if windowed:
+        c.status = "not applicable"
+        c.reason = (f"layers {windowed} do not use full causal softmax attention (sliding window or linear attention): "
+                    "zero queries do not give the uniform causal attention the prediction assumes")
+        return c
 
     def edit(with_q: bool) -> Edit:
         def go(m: nn.Module, a: Any) -> dict[str, torch.Tensor]:
@@ -840,6 +870,10 @@ def validate(model: str | Path, out: str | Path, *, in_: str | Path | None = Non
                 res = CheckResult(name, name, status="error", reason=f"{type(e).__name__}: {e}")
             res.conclude()
             res.wall_s = round(time.time() - t1, 2)
+            if ctx._bench is not None and not keep_work:  # free each check's variants (full checkpoints) at once
+                for folder in ctx._bench.created:
+                    shutil.rmtree(folder, ignore_errors=True)
+                ctx._bench.created.clear()
             echo(f"[validate] {name}: {res.status}" + (f" ({res.reason})" if res.reason and res.status != "pass" else "")
                  + f" in {res.wall_s:.1f}s")
             results.append(res)
