@@ -246,6 +246,18 @@ def test_dead_layer_in_bfloat16_diffs_against_an_unedited_resave(sensitive_dir, 
     assert len(c["details"]["nonzero_tensors"]) == 2
 
 
+def test_every_check_passes_on_a_tiny_qwen2_vl(tmp_path):
+    """The other adapter architecture (Qwen2VLForConditionalGeneration, the real family's tokenizer/processor
+    layout from `frankenscope tiny`), one item per task."""
+    from frankenscope.testing.families import register_auto_processors, save_tiny
+
+    register_auto_processors()
+    folder = save_tiny("qwen2-vl", tmp_path / "q2", seed=0, initializer_range=0.2)
+    doc = validate(folder, tmp_path / "out", settings=FAULT, echo=lambda _: None)
+    assert {c["name"]: c["status"] for c in doc["checks"]} == {c: "pass" for c in CHECKS}, \
+        [(c["name"], c["reason"]) for c in doc["checks"]]
+
+
 def test_cli_validate(sensitive_dir, tmp_path):
     from typer.testing import CliRunner
 

@@ -849,6 +849,11 @@ def validate(model: str | Path, out: str | Path, *, in_: str | Path | None = Non
     model = str(model)
     if not (Path(model) / "config.json").is_file():
         raise FrankenscopeError(f"{model}: validate needs a local model folder with config.json")
+    from transformers import AutoConfig
+
+    from frankenscope.adapters import architecture_of, get_adapter
+
+    get_adapter(architecture_of(AutoConfig.from_pretrained(model)))  # an unsupported family fails here, by name
     inputs = {"model": model, "in": str(in_) if in_ else None, "rl": str(rl) if rl else None}
     guarded = [p for p in (model, in_, rl) if p]
     work = out / ".work"
