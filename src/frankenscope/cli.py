@@ -338,6 +338,8 @@ def validate_cmd(
                                                 "(default: n_layers // 2)."),
     region: str = typer.Option("mid", help="Region of the planted update (early|mid|late, '+'-joined, or layers)."),
     rank: int = typer.Option(4, help="Rank of the planted update."),
+    matrices: str = typer.Option("q_proj,o_proj,down_proj", help="Matrices of the planted update in each layer "
+                                 "(q_proj, k_proj, v_proj, o_proj, down_proj, or an MLP linear's name)."),
     partition: str = typer.Option("thirds", help="Region partition spec."),
     prompt_style: str = typer.Option("plain", help="Prompt style of every analysis."),
     seed: int = typer.Option(0), dtype: str = typer.Option("float32", help="dtype of the variants (float32 for "
@@ -352,7 +354,8 @@ def validate_cmd(
         settings = ValidateSettings(
             n=n, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, device=device, dead_layer=dead_layer,
             attention_layers=[int(x) for x in attention_layers.split(",")] if attention_layers else None,
-            update_region=region, update_rank=rank, partition=partition, suite=suite, data=data, pairs=pairs,
+            update_region=region, update_rank=rank, partition=partition,
+            update_matrices=tuple(x.strip() for x in matrices.split(",") if x.strip()), suite=suite, data=data, pairs=pairs,
             dataset=dataset, data_root=data_root, prompt_style=prompt_style)
         doc = validate(model, out, in_=in_, rl=rl, checks=[c.strip() for c in checks.split(",") if c.strip()],
                        settings=settings, keep_work=keep_work, echo=typer.echo)

@@ -865,6 +865,10 @@ def validate(model: str | Path, out: str | Path, *, in_: str | Path | None = Non
     ctx = Context(model=model, out=out, work=work, settings=s, in_=str(in_) if in_ else None,
                   rl=str(rl) if rl else None)
     results: list[CheckResult] = []
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # dozens of "Loading weights" bars would bury the check lines
     try:
         for name in checks:
             t1 = time.time()
@@ -883,6 +887,8 @@ def validate(model: str | Path, out: str | Path, *, in_: str | Path | None = Non
                  + f" in {res.wall_s:.1f}s")
             results.append(res)
     finally:
+        if bars:
+            hf_logging.enable_progress_bar()
         ctx._bench = None
         after = {str(p): hash_folder(p) for p in guarded}
         if not keep_work:
