@@ -331,6 +331,8 @@ def validate_cmd(
     suite: str = typer.Option("organism", help="Fine-grained evaluation suite: organism | paper."),
     data: str | None = typer.Option(None, help="Evaluation data (a suite folder, or the paper datasets' folder)."),
     pairs: str = typer.Option("organism", help="Swap probe pairs, as `localize vision --pairs`."),
+    swap_engine: str = typer.Option("fast", help="Swap engine of the blind check: fast (what the probes use) or "
+                                    "naive (bit-exact on a blind model in any dtype)."),
     dataset: str = typer.Option("organism", help="Layer-skip and attention items, as `localize reasoning --dataset`."),
     data_root: str | None = typer.Option(None, help="Folder of the paper datasets named by --dataset."),
     dead_layer: int | None = typer.Option(None, help="Layer of the dead-layer check (default: n_layers // 2)."),
@@ -355,7 +357,7 @@ def validate_cmd(
             n=n, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, device=device, dead_layer=dead_layer,
             attention_layers=[int(x) for x in attention_layers.split(",")] if attention_layers else None,
             update_region=region, update_rank=rank, partition=partition,
-            update_matrices=tuple(x.strip() for x in matrices.split(",") if x.strip()), suite=suite, data=data, pairs=pairs,
+            update_matrices=tuple(x.strip() for x in matrices.split(",") if x.strip()), suite=suite, data=data, pairs=pairs, swap_engine=swap_engine,
             dataset=dataset, data_root=data_root, prompt_style=prompt_style)
         doc = validate(model, out, in_=in_, rl=rl, checks=[c.strip() for c in checks.split(",") if c.strip()],
                        settings=settings, keep_work=keep_work, echo=typer.echo)
