@@ -332,7 +332,7 @@ def validate_cmd(
     data: str | None = typer.Option(None, help="Evaluation data (a suite folder, or the paper datasets' folder)."),
     pairs: str = typer.Option("organism", help="Swap probe pairs, as `localize vision --pairs`."),
     swap_engine: str = typer.Option("fast", help="Swap engine of the blind check: fast (what the probes use) or "
-                                    "naive (bit-exact on a blind model in any dtype)."),
+                                    "naive (the oracle)."),
     dataset: str = typer.Option("organism", help="Layer-skip and attention items, as `localize reasoning --dataset`."),
     data_root: str | None = typer.Option(None, help="Folder of the paper datasets named by --dataset."),
     dead_layer: int | None = typer.Option(None, help="Layer of the dead-layer check (default: n_layers // 2)."),

@@ -88,7 +88,7 @@ class ValidateSettings:
     dataset: str = "organism"
     data_root: str | None = None
     prompt_style: str = "plain"
-    swap_engine: str = "fast"  # the blind check's swap engine ("naive" is bit-exact on a blind model in any dtype)
+    swap_engine: str = "fast"  # the blind check's swap engine: fast (what the probes use) or naive (the oracle)
     rl_noise: float = 0.05  # relative size of the synthetic RL perturbation (transfer without --in/--rl)
 
 
@@ -326,9 +326,9 @@ def check_blind(ctx: Context) -> CheckResult:
                                "unedited model's",
                     tolerance="exact (0 differing responses): every image token enters the LLM as the zero vector for "
                               "any image, so both runs compute the same function; evaluation runs batch 1 so padding "
-                              "cannot change float sums; the fast swap engine recomputes the text after the image in "
-                              "other matrix shapes, equal to the dtype's rounding, so only an exact near-tie could flip "
-                              "a greedy token (the naive engine, --swap-engine naive, is bit-exact here)")
+                              "cannot change float sums; both swap engines compute the swapped keys/values in other "
+                              "matrix shapes than the clean pass, equal to the dtype's rounding (float32: logits within "
+                              "~1e-5), so only a near-tie could flip a greedy token")
     wb = ctx.bench
     proj = _last_linear(wb.adapter.projector(wb.model))
     if proj is None:
