@@ -272,3 +272,5 @@ def test_cli_validate(sensitive_dir, tmp_path):
     assert "Dead layer (layer 1)" in (tmp_path / "v" / "validate.md").read_text()
     r = CliRunner().invoke(app, ["validate", str(sensitive_dir), "--out", str(tmp_path / "w"), "--checks", "nope"])
     assert r.exit_code == 2 and "unknown check" in r.output
+    r = CliRunner().invoke(app, ["validate", str(sensitive_dir), "--out", str(sensitive_dir / "v")])
+    assert r.exit_code == 2 and "overlaps the input" in r.output and not (sensitive_dir / "v").exists()

@@ -870,6 +870,11 @@ def validate(model: str | Path, out: str | Path, *, in_: str | Path | None = Non
     get_adapter(architecture_of(AutoConfig.from_pretrained(model)))  # an unsupported family fails here, by name
     inputs = {"model": model, "in": str(in_) if in_ else None, "rl": str(rl) if rl else None}
     guarded = [p for p in (model, in_, rl) if p]
+    for p in guarded:
+        a, b = Path(p).resolve(), out.resolve()
+        if a == b or a in b.parents or b in a.parents:
+            raise FrankenscopeError(f"--out {out} overlaps the input {p}: validate never writes into a checkpoint; "
+                                    "choose another folder")
     work = out / ".work"
     if work.exists():
         shutil.rmtree(work)
