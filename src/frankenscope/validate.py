@@ -308,8 +308,7 @@ class Context:
         return self._bench
 
     def folder(self, check: str, *parts: str) -> Path:
-        p = self.work / "runs" / check / Path(*parts) if parts else self.work / "runs" / check
-        return p
+        return self.work.joinpath("runs", check, *parts)
 
 
 # --------------------------------------------------------------------------- check 1: blind model
@@ -596,8 +595,8 @@ def _donor_mismatches(hybrid: Path, donors: dict[str, Path], want: Callable[[Any
 
     h = CheckpointReader(hybrid)
     readers = {lab: CheckpointReader(p) for lab, p in donors.items()}
-    bad = []
     names = h.canonical_names()
+    bad = [f"{name} (missing)" for name in readers["RL"].canonical_names() if name not in h]  # a dropped tensor
     for name in names:
         lab = want(h.location(name))
         if name not in readers[lab] or not _bytes_equal(h.get(name), readers[lab].get(name)):
