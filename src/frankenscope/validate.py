@@ -11,7 +11,7 @@ explains every edit, prediction and tolerance; in short:
    vector. Exactly: identical responses with the real and the black image (M_vis = 0), no swap changes
    any answer at any layer, and text-only responses identical to the unedited model's (M_rea unchanged).
 2. dead_layer: layer k's attention output projection and MLP down projection zeroed, so the layer
-   returns its input. Exactly: skipping layer k changes no response (increase 0, CI [0, 0]); the weight
+   returns its input. Exactly: skipping layer k changes no response (increase 0: no item flips either way); the weight
    diff has energy in those two matrices only (each with relative norm 1).
 3. planted_update: W += U diag(s) V^T (rank r, chosen singular values) on the matrices of one region.
    The diff must be zero outside them and show r non-zero singular values, stable rank sum s^2/s_1^2 and
@@ -256,7 +256,7 @@ def _mlp_out(adapter: Any, model: nn.Module, layer: int) -> nn.Module:
 def _eval_records(model: str | Path, out: Path, s: ValidateSettings, label: str, data: Path | None) -> dict[str, Any]:
     """One model through `finegrained_eval` (its own folder and cache, batch 1, greedy); returns
     {"doc": finegrained.json, "responses": {(condition, id): response}}."""
-    from frankenscope.evaluate.cli import finegrained_eval
+    from frankenscope.evaluate.run import finegrained_eval
 
     own_suite = s.suite == "organism" and s.data is None  # the small suite _eval_data wrote: use all of it
     doc = finegrained_eval([str(model)], out, suite=s.suite, data=data,
@@ -315,7 +315,7 @@ class Context:
 
 
 def check_blind(ctx: Context) -> CheckResult:
-    from frankenscope.probes.cli import run_localize_vision
+    from frankenscope.probes.run import run_localize_vision
 
     s = ctx.settings
     c = CheckResult("blind", "Blind model",
@@ -397,7 +397,7 @@ def check_blind(ctx: Context) -> CheckResult:
 
 
 def check_dead_layer(ctx: Context) -> CheckResult:
-    from frankenscope.probes.cli import run_localize_reasoning
+    from frankenscope.probes.run import run_localize_reasoning
     from frankenscope.weights.diff import diff_pair
 
     s = ctx.settings
@@ -405,7 +405,7 @@ def check_dead_layer(ctx: Context) -> CheckResult:
     k = s.dead_layer if s.dead_layer is not None else wb.n_layers // 2
     c = CheckResult("dead_layer", f"Dead layer (layer {k})",
                     edit=f"LLM layer {k}: attention output projection (o_proj) and MLP down projection set to zero",
-                    prediction=f"skipping layer {k} changes no response (error increase 0, CI [0, 0]); the weight diff "
+                    prediction=f"skipping layer {k} changes no response (error increase 0, no item flips); the weight diff "
                                f"has energy only in layer {k}'s two matrices (relative norm 1 each: the delta is -W)",
                     tolerance="exact: the layer adds 0 + 0 to its residual input, so skipping it is the identity on "
                               "the same floats; copied tensors diff to exactly 0; relative norm 1 to 1e-6 (float64 sums)")
@@ -431,9 +431,12 @@ def check_dead_layer(ctx: Context) -> CheckResult:
     inc = res.tasks[task]["per_layer"][0]["increase"]
     c.add(f"responses that change when layer {k} is skipped (dead model)", 0, f"{changed} of {len(res.records)}",
           changed == 0)
-    c.add(f"error increase of skipping layer {k}", "0 [0, 0]",
-          f"{inc['diff']:+.3f} [{inc['ci_low']:+.3f}, {inc['ci_high']:+.3f}]",
-          inc["diff"] == 0 and inc["ci_low"] == 0 and inc["ci_high"] == 0)
+    # a zero-width OUTCOME: no item flips either way (the interval itself is an honest score interval, which
+    # keeps a positive width at finite n even when nothing changes)
+    c.add(f"error increase of skipping layer {k} (items right->wrong / wrong->right)", "0 (0 / 0)",
+          f"{inc['diff']:+.3f} ({inc.get('n_broken')} / {inc.get('n_fixed')}), "
+          f"CI [{inc['ci_low']:+.3f}, {inc['ci_high']:+.3f}]",
+          inc["diff"] == 0 and inc.get("n_broken") == 0 and inc.get("n_fixed") == 0)
     res_m = skip(ctx.model, "skip-model")
     changed_m = sum(r.responses[0] != r.baseline for r in res_m.records)
     c.add(f"power: skipping layer {k} changes some response of the unedited model", "> 0",
@@ -700,7 +703,7 @@ def uniform_mass(prompt_len: int, n_response: int, n_image: int) -> float:
 
 def check_attention(ctx: Context) -> CheckResult:
     from frankenscope.data.io import load_image
-    from frankenscope.probes.cli import ATTENTION_TASKS, load_dataset_items, probe_style, run_attention
+    from frankenscope.probes.run import ATTENTION_TASKS, load_dataset_items, probe_style, run_attention
 
     s = ctx.settings
     wb = ctx.bench

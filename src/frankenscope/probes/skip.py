@@ -124,7 +124,9 @@ class ReasoningLocalization:
 
 def summarize_skip(records: Sequence[SkipRecord], layers: Sequence[int], seed: int = 0) -> dict[str, Any]:
     """Per task (and "all"): baseline error and, per layer, the error with that layer skipped and its
-    increase over the baseline (paired over items: mean of err_skip - err_base, 95% bootstrap CI)."""
+    increase over the baseline, paired over items: mean of err_skip - err_base with its Newcombe interval and
+    exact McNemar p (`metrics.paired_difference`), and the discordant counts n_broken (right -> wrong when
+    skipped) and n_fixed (wrong -> right)."""
     groups: dict[str, list[SkipRecord]] = {}
     for r in records:
         groups.setdefault(r.task, []).append(r)
@@ -138,7 +140,9 @@ def summarize_skip(records: Sequence[SkipRecord], layers: Sequence[int], seed: i
             err = [not r.correct[i] for r in rs]
             d = paired_difference(base_err, err, seed=seed)
             per_layer.append({"layer": layer, "error": rate_summary(err, seed),
-                              "increase": {"diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"]}})
+                              "increase": {"diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
+                                           "p": d.get("p"), "n_broken": d.get("n_b_only"),
+                                           "n_fixed": d.get("n_a_only")}})
         out[task] = {"n_items": len(rs), "baseline_error": rate_summary(base_err, seed), "per_layer": per_layer}
     return out
 
