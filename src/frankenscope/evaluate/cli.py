@@ -6,7 +6,7 @@ M_vis / M_v2r / M_rea / benchmark accuracy with CIs, compares consecutive models
 
     OUT/finegrained.json        versioned summary (kind "finegrained"): settings, sets, per-model metrics,
                                 2x2 tables, comparisons
-    OUT/models/<label>.json     per-model records (every response, extracted answer and grade)
+    OUT/models/<label>.json     per-model records (label as a safe file name: 'IN:IN:RL' -> IN_IN_RL.json) (every response, extracted answer and grade)
     OUT/table.md                markdown tables (abilities x models, transitions, comparisons)
     OUT/finegrained.png         bar plot like the paper's Fig. 2
     OUT/splits/*.json           the subsampled ids (when n is given), re-read by later runs
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from frankenscope.data.schema import Item
-from frankenscope.errors import FrankenscopeError
+from frankenscope.errors import FrankenscopeError, FrankenscopeRuntimeError
 from frankenscope.evaluate.cache import CachedGenerator, ResponseCache
 from frankenscope.evaluate.finegrained import (
     MetricSets,
@@ -50,7 +50,7 @@ from frankenscope.evaluate.finegrained import (
 )
 from frankenscope.evaluate.prompts import PromptStyle, styles_for
 from frankenscope.evaluate.report import format_table, write_report
-from frankenscope.io import write_result
+from frankenscope.io import fault_point, safe_filename, write_result
 
 FINEGRAINED_SCHEMA_VERSION = 1
 PAPER_MAX_IMAGE_PIXELS = 1280 * 720
@@ -206,12 +206,22 @@ def _attach_descriptions(sets: MetricSets, out: Path, descriptions: Path | None,
         filled.append(replace(it, description=desc) if desc != it.description else it)
     sets.v2r = filled
     missing = [it.id for it in filled if not it.description]
-    if missing and len(missing) == len(filled):
+    if missing and describer is not None:
+        stats = describer.client.stats
+        last = stats.errors[-1] if stats.errors else "no usable reply"
+        if len(missing) == len(filled):
+            raise FrankenscopeRuntimeError(
+                f"the describer returned no description for any of the {len(filled)} M_v2r item(s) "
+                f"({stats.failures} failed request(s), last error: {last}); check the endpoint and rerun "
+                f"(successful descriptions are cached)")
+        echo(f"warning: the describer returned no description for {len(missing)} of {len(filled)} M_v2r "
+             f"item(s), which are recorded ungraded (last error: {last})")
+    elif missing and len(missing) == len(filled):
         raise FrankenscopeError(
             "M_v2r needs a description of each image: give a descriptions file (JSON {id: text} or jsonl rows "
             "{id, description}), or enable the describer (judge/describe with FRANKENSCOPE_JUDGE_BASE_URL and "
             "FRANKENSCOPE_JUDGE_MODEL set)")
-    if missing:
+    elif missing:
         echo(f"warning: {len(missing)} M_v2r item(s) have no description and are recorded ungraded "
              f"(first: {missing[:3]})")
     if generated:
@@ -242,8 +252,9 @@ class _LazyGenerator:
 
 def _labels(models: list[str], labels: list[str] | None) -> list[str]:
     if labels is not None:
-        if len(labels) != len(models) or len(set(labels)) != len(labels):
-            raise FrankenscopeError(f"need {len(models)} distinct labels, got {labels}")
+        if len(labels) != len(models) or len(set(map(safe_filename, labels))) != len(labels):
+            raise FrankenscopeError(f"need {len(models)} distinct labels (distinct also as file names, where "
+                                    f"characters other than letters, digits, '.', '_', '-' become '_'), got {labels}")
         return labels
     out: list[str] = []
     for m in models:
@@ -291,6 +302,14 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
         raise FrankenscopeError("finegrained_eval: give at least one model")
     if suite not in SUITES:
         raise FrankenscopeError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    for name, value in (("n", n), ("n_per_task", n_per_task)):
+        if value is not None and value < 1:
+            raise FrankenscopeError(f"{name} must be >= 1, got {value}")
+    if generator_factory is None:  # every model is checked before anything is written or loaded
+        from frankenscope.loading import check_model_source
+
+        for model in models:
+            check_model_source(model)
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -333,6 +352,7 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
 
         model_docs: list[dict[str, Any]] = []
         inds: list[dict[str, Any]] = []
+        failed_models: list[str] = []
         for model, style, label in zip(models, styles, names, strict=True):
             t0 = time.time()
             echo(f"== {label} ({model}), prompt style {style.name} ==")
@@ -353,9 +373,12 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
             fingerprint = _fingerprint(model)
             gen = CachedGenerator(_LazyGenerator(make), store, fingerprint, settings)
             records = run_conditions(gen, style, sets, judge_fn, log=echo)
+            judge_failures = _report_judge_failures(records, label, judge_fn is not None, echo)
+            if judge_failures:
+                failed_models.append(judge_failures)
             summary = model_metrics(records, sets, seed=seed, n_boot=n_boot)
             inds.append(indicators(labels_by_condition(records), sets))
-            records_file = out / "models" / f"{label}.json"
+            records_file = out / "models" / f"{safe_filename(label)}.json"
             header = {"label": label, "model_source": model, "model_fingerprint": fingerprint,
                       "prompt_style": style.to_dict(), "generation": settings}
             write_result(records_file, kind="finegrained-model", schema_version=FINEGRAINED_SCHEMA_VERSION,
@@ -391,8 +414,28 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
     path = write_result(out / "finegrained.json", kind="finegrained", schema_version=FINEGRAINED_SCHEMA_VERSION,
                         payload=payload, seed=seed,
                         inputs={"models": models, "labels": names, "suite": suite, "data": str(data_path)})
+    fault_point("finegrained:after_result")
     doc = json.loads(path.read_text())
     write_report(doc, out, reference)
     echo(format_table(doc, reference))
     echo(f"wrote {path}, {out / 'table.md'}, {out / 'finegrained.png'}")
+    if failed_models:
+        raise FrankenscopeRuntimeError("; ".join(failed_models) + " (results were written with those items "
+                                       "ungraded; rerun when the judge works: its successful verdicts are cached)")
     return doc
+
+
+def _report_judge_failures(records: list[Any], label: str, judged: bool, echo: Callable[[str], None]) -> str | None:
+    """Warn how many of a model's responses the judge failed to grade; return an error text when it graded
+    none of them (which would otherwise leave every metric at N = 0)."""
+    if not judged:
+        return None
+    asked = [r for r in records if r.response is not None]
+    failed = [r for r in asked if r.judge_correct is None]
+    if not failed:
+        return None
+    last = failed[-1].error or "request failed"
+    echo(f"  warning: the judge failed on {len(failed)} of {len(asked)} responses of {label}; they are "
+         f"ungraded (last error: {last})")
+    return f"the judge graded none of the {len(asked)} responses of {label} (last error: {last})" \
+        if len(failed) == len(asked) else None
