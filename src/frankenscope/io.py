@@ -195,6 +195,14 @@ def jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def read_json(path: str | Path) -> Any | None:
+    """The JSON document at `path`, or None when it is missing or not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def safe_filename(name: str) -> str:
     """`name` as a portable file name: runs of characters other than letters, digits, '.', '_', '-'
     become '_' (so 'IN:IN:RL' -> 'IN_IN_RL'), and no leading dot."""
@@ -258,6 +266,20 @@ def sha256_file_remembered(path: str | Path) -> str:
             tmp.write_text(json.dumps({"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
                                        "sha256": digest}))
     return digest
+
+
+def tree_fingerprint(path: str | Path) -> str | None:
+    """A cheap identity of a data file or folder: sha256 over every file's relative path, size and
+    mtime (not its content); None when `path` does not exist."""
+    root = Path(path)
+    if not root.exists():
+        return None
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(root) if f != root else f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def sha256_text(text: str) -> str:

@@ -20,8 +20,19 @@ ATTENTION_TASKS = ("more_than", "digit_sum")
 
 
 def _fail(e: Exception) -> None:
+    """Print the error and exit: 2 for usage and input errors, 1 for runtime failures."""
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=getattr(e, "exit_code", 1))
+
+
+def _check_inputs(models: list[str], n: int | None) -> None:
+    """Validate what a probe needs before anything is written or loaded: n >= 1 and every model."""
+    from frankenscope.loading import check_model_source
+
+    if n is not None and n < 1:
+        raise FrankenscopeError(f"n must be >= 1, got {n}")
+    for model in models:
+        check_model_source(model)
 
 
 def _tasks(spec: str | None) -> list[str] | None:
@@ -115,6 +126,7 @@ def run_localize_vision(model: str, out: str | Path, *, pairs: str = "organism",
     )
 
     out = Path(out)
+    _check_inputs([model], n)
     if pairs == "organism":
         inputs = organism_probe_inputs(tasks, n or 50, seed)
         source = f"organism probe pairs (n={n or 50} per task, seed {seed})"
@@ -142,6 +154,7 @@ def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organ
     from frankenscope.probes.skip import localize_reasoning, write_localize_reasoning
 
     out = Path(out)
+    _check_inputs([model], n)
     items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=REASONING_TASKS, n=n, seed=seed,
                                        data_root=data_root)
     loaded = load_model(model, dtype=dtype, device=device)
@@ -168,6 +181,7 @@ def run_attention(models: dict[str, str], out: str | Path, *, dataset: str = "or
     out = Path(out)
     if not models:
         raise FrankenscopeError("no models given")
+    _check_inputs(list(models.values()), n)
     items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=ATTENTION_TASKS, n=n, seed=seed,
                                        data_root=data_root)
     loaded = {}

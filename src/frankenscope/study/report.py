@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from frankenscope.evaluate.finegrained import paired_comparison
-from frankenscope.io import write_text_atomic
+from frankenscope.io import safe_filename, write_text_atomic
 
 METRICS = ("M_vis", "M_v2r", "M_rea")
 
@@ -50,7 +50,7 @@ def indicators_from_records(records: list[dict[str, Any]]) -> dict[str, dict[str
 
 
 def _model_indicators(unit_dir: Path, label: str) -> dict[str, dict[str, bool | None]] | None:
-    doc = _load(unit_dir / "models" / f"{label}.json")
+    doc = _load(unit_dir / "models" / f"{safe_filename(label)}.json")
     return None if doc is None else indicators_from_records(doc["records"])
 
 
