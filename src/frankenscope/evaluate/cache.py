@@ -27,7 +27,7 @@ from PIL import Image
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError, FrankenscopeRuntimeError
 from frankenscope.evaluate.runner import prompt_text
-from frankenscope.io import sha256_file, sha256_file_remembered
+from frankenscope.io import fault_point, sha256_file, sha256_file_remembered
 
 CACHE_SCHEMA_VERSION = 1
 #: Generator settings that do not change greedy responses and so stay out of the cache key.
@@ -264,6 +264,7 @@ class CachedGenerator:
             if len(responses) != len(idx):
                 raise FrankenscopeError(f"generator returned {len(responses)} responses for {len(idx)} items")
             self.cache.put_many("generate", [(keys[i], r) for i, r in zip(idx, responses, strict=True)])
+            fault_point("generate:chunk")
             for i, r in zip(idx, responses, strict=True):
                 out[i] = r
         return [r if r is not None else "" for r in out]
