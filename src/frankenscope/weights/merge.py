@@ -113,12 +113,12 @@ def is_merge_output(path: Path) -> bool:
 
 
 def _check_out(out: Path, readers: Mapping[str, CheckpointReader], overwrite: bool = False) -> None:
-    check_out(out, own=is_merge_output, overwrite=overwrite)
     o = out.resolve()
     for lab, rd in readers.items():
         f = rd.folder.resolve()
         if o == f or f in o.parents or o in f.parents:
             raise FrankenscopeError(f"output {out} overlaps donor {lab} ({rd.folder}); choose another folder")
+    check_out(out, own=is_merge_output, overwrite=overwrite)
 
 
 def _source_plan(readers: Mapping[str, CheckpointReader], regions: dict[str, str], layers: dict[str, list[int]],
