@@ -358,10 +358,13 @@ def test_n_below_one_is_rejected_before_loading(micro_dir: Path, tmp_path: Path,
     import frankenscope.loading
 
     monkeypatch.setattr(frankenscope.loading, "load_model", lambda *a, **k: pytest.fail("model loaded"))
-    for args in (["localize", "vision", micro_dir, "--n", "0"], ["localize", "reasoning", micro_dir, "--n", "0"],
-                 ["eval", micro_dir, "--n", "0"], ["data", "make", "--n", "0"]):
+    zero = "must be >= 1, got 0"
+    for args, msg in ((["localize", "vision", micro_dir, "--n", "0"], zero),
+                      (["localize", "reasoning", micro_dir, "--n", "0"], zero),
+                      (["eval", micro_dir, "--n", "0"], zero), (["data", "make", "--n", "0"], zero),
+                      (["localize", "reasoning", micro_dir, "--layers", "99"], "layer 99 does not exist")):
         r = _invoke(*args, "--out", tmp_path / "o")
-        assert r.exit_code == 2 and "must be >= 1, got 0" in r.output, (args, r.output)
+        assert r.exit_code == 2 and msg in r.output, (args, r.output)
     assert not (tmp_path / "o").exists()
 
 
