@@ -77,6 +77,14 @@ def test_data_make_out_refuses_unrelated_folder(tmp_path: Path) -> None:
     assert r.exit_code == 0 and json.loads((suite / "suite.json").read_text())["seed"] == 1
 
 
+def test_organism_init_out_refuses_unrelated_folder(tmp_path: Path) -> None:
+    out = _unrelated(tmp_path / "mine")
+    r = _invoke("organism", "init", "--preset", "micro", "--out", out)
+    assert r.exit_code == 2 and "not an earlier output" in r.output and sorted(os.listdir(out)) == ["thesis.tex"]
+    for _ in range(2):
+        assert _invoke("organism", "init", "--preset", "micro", "--out", tmp_path / "org").exit_code == 0
+
+
 # -- case 6: replacing an output is a swap; stale temporary siblings are cleaned up ----------------------
 
 def test_swap_restores_old_output_and_removes_stale_siblings(tmp_path: Path) -> None:

@@ -91,14 +91,26 @@ def data_make(
 
 @organism_app.command("init")
 def organism_init(
-    out: Path = typer.Option(..., help="HF folder to write."),
+    out: Path = typer.Option(..., help="HF folder to write (an existing folder that is not an organism is "
+                             "refused unless --overwrite)."),
     preset: str = typer.Option("small", help="micro (~1.1M params) or small (~6.2M params)."),
     seed: int = typer.Option(0, help="Initialisation seed."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT even if it is not an organism folder."),
 ) -> None:
     """Write a randomly initialised organism (model + tokenizer + processor) as a standard HF folder."""
+    from frankenscope.io import check_out
     from frankenscope.organism.model import build_organism, save_folder
 
+    def organism_folder(path: Path) -> bool:
+        """An earlier `organism init` output: an HF folder with the organism's processor."""
+        try:
+            return (path / "config.json").is_file() and \
+                "OrganismProcessor" in (path / "processor_config.json").read_text()
+        except OSError:
+            return False
+
     try:
+        check_out(out, own=organism_folder, overwrite=overwrite)
         model, proc = build_organism(preset, seed=seed)
     except FrankenscopeError as e:
         _fail(e)
