@@ -31,20 +31,20 @@ from frankenscope.io import (
 from frankenscope.study.config import StudyConfig
 
 STUDY_SCHEMA_VERSION = 1
+HYBRID_PLANS = ("IN:RL:RL", "IN:IN:RL", "RL:RL:IN", "RL:IN:IN", "IN:RL:IN", "RL:IN:RL")
 #: The marker of a finished unit, written last.
 DONE_FILE = "done.json"
-#: Config sections each unit depends on, besides the models, dtype, device, seed and organism settings.
-UNIT_SECTIONS: dict[str, tuple[str, ...]] = {
-    "finegrained": ("evaluation",),
-    "attention": ("evaluation", "probes"),
-    "localize-vision": ("evaluation", "probes"),
-    "localize-reasoning": ("evaluation", "probes"),
-    "diff": ("partition",),
-    "hybrids": ("evaluation", "partition", "non_layer_from"),
-    "freeze": ("evaluation", "partition", "non_layer_from", "freeze"),
+#: Config sections a unit does not depend on (everything else in the config is part of its settings,
+#: so a new config field reruns every unit unless it is listed here).
+UNIT_IGNORES: dict[str, tuple[str, ...]] = {
+    "finegrained": ("probes", "freeze", "partition", "non_layer_from"),
+    "attention": ("freeze", "partition", "non_layer_from"),
+    "localize-vision": ("freeze", "partition", "non_layer_from"),
+    "localize-reasoning": ("freeze", "partition", "non_layer_from"),
+    "diff": ("evaluation", "probes", "freeze", "non_layer_from"),
+    "hybrids": ("probes", "freeze"),
+    "freeze": ("probes",),
 }
-_COMMON = ("base", "in", "rl", "organism", "organism_preset", "dtype", "device", "device_map", "seed")
-HYBRID_PLANS = ("IN:RL:RL", "IN:IN:RL", "RL:RL:IN", "RL:IN:IN", "IN:RL:IN", "RL:IN:RL")
 
 
 @dataclass
@@ -235,11 +235,9 @@ def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False)
 
 
 def unit_settings(cfg: StudyConfig, unit: str) -> dict[str, Any]:
-    """The part of the config a unit depends on (the whole config for a unit not in UNIT_SECTIONS)."""
-    doc = cfg.model_dump(by_alias=True)
-    if unit not in UNIT_SECTIONS:
-        return {k: v for k, v in doc.items() if k != "name"}
-    return {k: doc[k] for k in (*_COMMON, *UNIT_SECTIONS[unit]) if k in doc}
+    """The part of the config a unit depends on: all of it but the name and `UNIT_IGNORES[unit]`."""
+    ignored = {"name", *UNIT_IGNORES.get(unit, ())}
+    return {k: v for k, v in cfg.model_dump(by_alias=True).items() if k not in ignored}
 
 
 def input_fingerprints(cfg: StudyConfig) -> dict[str, Any]:
