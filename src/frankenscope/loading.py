@@ -70,7 +70,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?
 def check_model_source(path: str | Path) -> None:
     """Validate a model argument before anything is loaded or written; errors name the file.
 
-    A local folder needs a config.json holding a JSON object and safetensors weights whose headers
+    A local folder needs a config.json holding a JSON object (with a supported architecture, when it
+    names one) and safetensors weights whose headers
     parse and whose tensors lie inside the files (pickle-only folders are refused with a conversion
     hint). A path that does not exist is accepted only when it reads as a hub id ("owner/name").
     """
@@ -92,6 +93,9 @@ def check_model_source(path: str | Path) -> None:
         raise FrankenscopeError(f"{cfg_file}: not valid JSON ({e})") from e
     if not isinstance(cfg, dict):
         raise FrankenscopeError(f"{cfg_file}: expected a JSON object")
+    archs = cfg.get("architectures")
+    if isinstance(archs, list) and archs and isinstance(archs[0], str):
+        get_adapter(archs[0])  # an unsupported architecture fails here, naming it
     index = local / INDEX_FILE
     if index.is_file():
         try:
