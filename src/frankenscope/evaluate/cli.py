@@ -6,7 +6,8 @@ M_vis / M_v2r / M_rea / benchmark accuracy with CIs, compares consecutive models
 
     OUT/finegrained.json        versioned summary (kind "finegrained"): settings, sets, per-model metrics,
                                 2x2 tables, comparisons
-    OUT/models/<label>.json     per-model records (label as a safe file name: 'IN:IN:RL' -> IN_IN_RL.json) (every response, extracted answer and grade)
+    OUT/models/<label>.json     per-model records (every response, extracted answer and grade); the label
+                                as a safe file name ('IN:IN:RL' -> IN_IN_RL.json)
     OUT/table.md                markdown tables (abilities x models, transitions, comparisons)
     OUT/finegrained.png         bar plot like the paper's Fig. 2
     OUT/splits/*.json           the subsampled ids (when n is given), re-read by later runs
