@@ -30,7 +30,7 @@ from frankenscope.data.datasets import (
     subsample_indices,
 )
 from frankenscope.data.schema import Item
-from frankenscope.errors import FrankenscopeError
+from frankenscope.errors import FrankenscopeError, FrankenscopeRuntimeError
 from frankenscope.evaluate.cache import CachedGenerator, ResponseCache
 from frankenscope.evaluate.extract import extract_answer, grade
 from frankenscope.evaluate.finegrained import (
@@ -399,8 +399,12 @@ def test_finegrained_eval_with_failing_judge(server: Any, tmp_path: Path, monkey
     monkeypatch.setenv("FRANKENSCOPE_JUDGE_MODEL", "judge-1")
     monkeypatch.setenv("FRANKENSCOPE_JUDGE_RETRIES", "1")
     monkeypatch.setenv("FRANKENSCOPE_JUDGE_BACKOFF", "0.001")
-    doc = finegrained_eval(["stand-in"], tmp_path / "out", n_per_task=1, judge=True, describe=False,
-                           generator_factory=lambda m, s: CountingGenerator(), echo=lambda s: None, n_boot=100)
+    said: list[str] = []
+    with pytest.raises(FrankenscopeRuntimeError, match="the judge graded none of the .* responses of stand-in"):
+        finegrained_eval(["stand-in"], tmp_path / "out", n_per_task=1, judge=True, describe=False,
+                         generator_factory=lambda m, s: CountingGenerator(), echo=said.append, n_boot=100)
+    assert any("warning: the judge failed on" in line and "HTTP 503" in line for line in said), said
+    doc = json.loads((tmp_path / "out" / "finegrained.json").read_text())  # results are still written
     m = doc["models"][0]["metrics"]
     assert all(m[k]["n"] == 0 and m[k]["n_ungraded"] > 0 for k in ("M_vis", "M_v2r", "M_rea"))
     stats = doc["judge_stats"]

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 import typer
@@ -28,6 +32,7 @@ def _version(value: bool) -> None:
 def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """What did SFT and RL change inside a vision-language model, and where?"""
+
 data_app = typer.Typer(no_args_is_help=True, help="Synthetic task suites and probe pairs.")
 organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organism (a tiny Qwen2.5-VL).")
 app.add_typer(data_app, name="data")
@@ -39,17 +44,51 @@ app.command("attention")(attention_cmd)
 
 
 def _fail(e: Exception) -> None:
+    """Print the error and exit: 2 for usage and input errors, 1 for runtime failures."""
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=getattr(e, "exit_code", 1))
+
+
+def _check_n(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise FrankenscopeError(f"{name} must be >= 1, got {value}")
+
+
+@contextmanager
+def _new_out(out: Path) -> Iterator[None]:
+    """Remove OUT again when the command fails and OUT did not exist before, unless it already holds
+    resumable work (a response cache with entries); an existing OUT is never touched."""
+    existed = out.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and out.is_dir() and not _holds_cached_work(out):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _holds_cached_work(out: Path) -> bool:
+    import sqlite3
+
+    for db in out.rglob("*.sqlite"):
+        try:
+            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
+                if con.execute("SELECT COUNT(*) FROM entries").fetchone()[0]:
+                    return True
+        except sqlite3.Error:
+            return True  # unreadable: keep it
+    return False
 
 
 @data_app.command("make")
 def data_make(
-    out: Path = typer.Option(..., help="Folder to write (replaced atomically)."),
+    out: Path = typer.Option(..., help="Folder to write (replaced atomically; an existing folder that is not "
+                             "a suite is refused unless --overwrite)."),
     suite: str = typer.Option("organism", help="Which suite; only 'organism' is built in."),
     n: int = typer.Option(50, help="Items per task."),
-    pairs: int = typer.Option(50, help="Probe pairs per probe task."),
+    pairs: int = typer.Option(50, help="Probe pairs per probe task (0: none)."),
     seed: int = typer.Option(0, help="Seed of the generators."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT even if it is not an earlier suite."),
 ) -> None:
     """Draw the synthetic task suite: items/<task>/data.jsonl + PNGs and probe/<task>/data.jsonl (paper format)."""
     from frankenscope.data.io import write_suite
@@ -57,7 +96,8 @@ def data_make(
     if suite != "organism":
         _fail(FrankenscopeError(f"unknown suite {suite!r}; the built-in suite is 'organism'"))
     try:
-        path = write_suite(out, n_per_task=n, n_pairs=pairs, seed=seed)
+        _check_n("--n", n)
+        path = write_suite(out, n_per_task=n, n_pairs=pairs, seed=seed, overwrite=overwrite)
     except FrankenscopeError as e:
         _fail(e)
     summary = json.loads((path / "suite.json").read_text())
@@ -66,14 +106,26 @@ def data_make(
 
 @organism_app.command("init")
 def organism_init(
-    out: Path = typer.Option(..., help="HF folder to write."),
+    out: Path = typer.Option(..., help="HF folder to write (an existing folder that is not an organism is "
+                             "refused unless --overwrite)."),
     preset: str = typer.Option("small", help="micro (~1.1M params) or small (~6.2M params)."),
     seed: int = typer.Option(0, help="Initialisation seed."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT even if it is not an organism folder."),
 ) -> None:
     """Write a randomly initialised organism (model + tokenizer + processor) as a standard HF folder."""
+    from frankenscope.io import check_out
     from frankenscope.organism.model import build_organism, save_folder
 
+    def organism_folder(path: Path) -> bool:
+        """An earlier `organism init` output: an HF folder with the organism's processor."""
+        try:
+            return (path / "config.json").is_file() and \
+                "OrganismProcessor" in (path / "processor_config.json").read_text()
+        except OSError:
+            return False
+
     try:
+        check_out(out, own=organism_folder, overwrite=overwrite)
         model, proc = build_organism(preset, seed=seed)
     except FrankenscopeError as e:
         _fail(e)
@@ -134,58 +186,6 @@ def organism_freeze_plan(
     typer.echo("\n".join(plan["patterns"]) if format == "regex" else json.dumps(plan, indent=2))
 
 
-def run_eval(model: str, out: Path, *, suite: str = "organism", data: Path | None = None,
-             tasks: str | None = None, n: int | None = None, batch_size: int = 16,
-             max_new_tokens: int = 64, seed: int = 0, dtype: str = "float32", device: str | None = None,
-             device_map: str | None = None, attn_implementation: str = "sdpa", prompt_style: str = "plain",
-             progress: bool = True) -> dict:
-    """Evaluate one model on a suite; write out/results.json and return its summary. Prompts are rendered
-    through `prompt_style` (its system prompt, user prefix and suffix)."""
-    from frankenscope.data.io import first_n_per_task, load_items, write_suite
-    from frankenscope.evaluate.runner import (
-        HFGenerator,
-        evaluate,
-        format_table,
-        model_fingerprint,
-        write_eval_result,
-    )
-    from frankenscope.loading import load_model
-
-    if data is None:
-        if suite != "organism":
-            raise FrankenscopeError(f"unknown suite {suite!r}; use 'organism' or pass --data PATH")
-        data = out / "suite"
-        if not (data / "suite.json").is_file():
-            write_suite(data, seed=seed)
-    items = load_items(data)
-    if tasks:
-        wanted = {t.strip() for t in tasks.split(",")}
-        unknown = wanted - {it.task for it in items}
-        if unknown:
-            raise FrankenscopeError(f"--tasks names {sorted(unknown)}, not in {data}")
-        items = [it for it in items if it.task in wanted]
-    if n is not None:
-        items = first_n_per_task(items, n)
-    from frankenscope.evaluate.prompts import get_prompt_style
-
-    style = get_prompt_style(prompt_style)
-    loaded = load_model(model, dtype=dtype, device=device, device_map=device_map,
-                        attn_implementation=attn_implementation)
-    gen = HFGenerator(loaded.model, loaded.processor, loaded.adapter, batch_size=batch_size,
-                      max_new_tokens=max_new_tokens, progress=progress, system=style.system)
-    t0 = time.time()
-    result = evaluate([style.apply(it) for it in items], gen, seed=seed)
-    from frankenscope.evaluate.extract import grader_identity
-
-    settings = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "dtype": dtype, "greedy": True,
-                "grader": grader_identity(), "prompt_style": style.to_dict(),
-                "data": str(data), "n_items": len(items), "wall_s": round(time.time() - t0, 2)}
-    fp = model_fingerprint(model) if Path(model).exists() else None
-    write_eval_result(result, out, model_source=model, model_fingerprint=fp, seed=seed, settings=settings)
-    typer.echo(format_table(result))
-    return result.summary()
-
-
 @app.command("eval")
 def eval_cmd(
     models: list[str] = typer.Argument(..., help="HF folders or hub ids; fine-grained compares them in this order."),
@@ -208,7 +208,8 @@ def eval_cmd(
     n_per_task: int = typer.Option(50, help="Organism suite size per task (fine-grained)."),
     benchmarks: str | None = typer.Option(None, help="paper suite: 'paper' or e.g. 'mathvista,mathverse'."),
     max_image_pixels: int | None = typer.Option(None, help="Downscale larger images (LANCZOS)."),
-    cache: Path | None = typer.Option(None, help="SQLite response cache (default OUT/cache.sqlite)."),
+    cache: Path | None = typer.Option(None, help="SQLite response cache (default OUT/cache.sqlite); reruns and "
+                                      "interrupted runs reuse it."),
     judge: bool = typer.Option(False, help="Grade with the LLM judge (FRANKENSCOPE_JUDGE_* variables)."),
     describe: bool | None = typer.Option(None, "--describe/--no-describe",
                                          help="Generate image descriptions with the judge endpoint."),
@@ -221,30 +222,52 @@ def eval_cmd(
 ) -> None:
     """Greedy batched evaluation with bootstrap 95% CIs: per-task accuracy, or the paper's fine-grained metrics."""
     try:
-        if metrics == "fine-grained":
-            if tasks:
-                raise FrankenscopeError("--tasks applies to --metrics accuracy only")
-            from frankenscope.evaluate.run import finegrained_eval
-
-            finegrained_eval(models, out, suite=suite, data=data, prompt_style=prompt_style,
-                             labels=labels.split(",") if labels else None, n=n, n_per_task=n_per_task, seed=seed,
-                             benchmarks=benchmarks, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                             max_image_pixels=max_image_pixels, dtype=dtype, device=device, device_map=device_map,
-                             attn_implementation=attn_implementation, cache=cache,
-                             judge=judge, describe=describe, descriptions=descriptions,
-                             prompts={"mathvista": mathvista_prompt, "mathverse": mathverse_prompt},
-                             from_hub=from_hub, reference=reference, echo=typer.echo)
-        elif metrics == "accuracy":
-            if len(models) != 1:
-                raise FrankenscopeError("--metrics accuracy takes exactly one MODEL (use --metrics fine-grained "
-                                        "to compare several)")
-            run_eval(models[0], out, suite=suite, data=data, tasks=tasks, n=n, batch_size=batch_size,
-                     max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, device=device, device_map=device_map,
-                     attn_implementation=attn_implementation, prompt_style=prompt_style)
-        else:
-            raise FrankenscopeError(f"--metrics {metrics!r}: choose accuracy or fine-grained")
+        _check_n("--n", n)
+        _check_n("--n-per-task", n_per_task)
     except FrankenscopeError as e:
         _fail(e)
+    try:
+        with _new_out(out):
+            _eval(models, out, metrics=metrics, suite=suite, data=data, tasks=tasks, n=n, batch_size=batch_size,
+                  max_new_tokens=max_new_tokens, seed=seed, prompt_style=prompt_style,
+                  placement={"dtype": dtype, "device": device, "device_map": device_map,
+                             "attn_implementation": attn_implementation},
+                  labels=labels, n_per_task=n_per_task, benchmarks=benchmarks, max_image_pixels=max_image_pixels,
+                  cache=cache, judge=judge, describe=describe, descriptions=descriptions,
+                  prompts={"mathvista": mathvista_prompt, "mathverse": mathverse_prompt},
+                  from_hub=from_hub, reference=reference)
+    except FrankenscopeError as e:
+        _fail(e)
+
+
+def _eval(models: list[str], out: Path, *, metrics: str, suite: str, data: Path | None, tasks: str | None,
+          n: int | None, batch_size: int, max_new_tokens: int, seed: int, placement: dict[str, str | None],
+          prompt_style: str, labels: str | None, n_per_task: int, benchmarks: str | None,
+          max_image_pixels: int | None, cache: Path | None, judge: bool, describe: bool | None,
+          descriptions: Path | None, prompts: dict[str, str], from_hub: bool, reference: str | None) -> None:
+    """The body of `eval` (raises FrankenscopeError)."""
+    if metrics == "fine-grained":
+        if tasks:
+            raise FrankenscopeError("--tasks applies to --metrics accuracy only")
+        from frankenscope.evaluate.run import finegrained_eval
+
+        finegrained_eval(models, out, suite=suite, data=data, prompt_style=prompt_style,
+                         labels=labels.split(",") if labels else None, n=n, n_per_task=n_per_task, seed=seed,
+                         benchmarks=benchmarks, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                         max_image_pixels=max_image_pixels, **placement, cache=cache,
+                         judge=judge, describe=describe, descriptions=descriptions, prompts=prompts,
+                         from_hub=from_hub, reference=reference, echo=typer.echo)
+    elif metrics == "accuracy":
+        if len(models) != 1:
+            raise FrankenscopeError("--metrics accuracy takes exactly one MODEL (use --metrics fine-grained "
+                                    "to compare several)")
+        from frankenscope.evaluate.run import accuracy_eval
+
+        accuracy_eval(models[0], out, suite=suite, data=data, tasks=tasks, n=n, batch_size=batch_size,
+                      max_new_tokens=max_new_tokens, seed=seed, **placement, prompt_style=prompt_style,
+                      cache=cache, echo=typer.echo)
+    else:
+        raise FrankenscopeError(f"--metrics {metrics!r}: choose accuracy or fine-grained")
 
 
 @app.command("architectures")
@@ -387,7 +410,13 @@ def validate_cmd(
 
 
 def main() -> None:
-    app()
+    """Entry point: file-system failures that escape a command (disk full, permissions) become a
+    one-line error naming the file and exit code 1 instead of a traceback."""
+    try:
+        app()
+    except OSError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

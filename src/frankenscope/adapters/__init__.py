@@ -1,14 +1,31 @@
-"""Adapter registry keyed by the HF `config.architectures` name."""
+"""Adapter registry keyed by the HF `config.architectures` name.
+
+A family is registered as its `AdapterSpec` and the adapter class that serves it (`VLMAdapter` unless the
+family has behaviour that is not data).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from frankenscope.adapters.base import COMPONENTS, AttentionProjections, ParamLocation, VLMAdapter
-from frankenscope.adapters.qwen2vl import Qwen2VLAdapter
+from frankenscope.adapters.base import AttentionProjections, ParamLocation, VLMAdapter
+from frankenscope.adapters.qwen2vl import QWEN2_VL, Qwen2VLAdapter
+from frankenscope.adapters.spec import COMPONENTS, AdapterSpec, DecoderLayerSpec, NameRule, get_module
 from frankenscope.errors import FrankenscopeError
 
-_ADAPTERS: dict[str, type[VLMAdapter]] = {arch: Qwen2VLAdapter for arch in Qwen2VLAdapter.architectures}
+_ADAPTERS: dict[str, tuple[type[VLMAdapter], AdapterSpec]] = {}
+
+
+def register(spec: AdapterSpec, cls: type[VLMAdapter] = VLMAdapter) -> None:
+    """Serve every architecture of `spec` with `cls(spec)`; an architecture registered twice is an error."""
+    for arch in spec.architectures:
+        if arch in _ADAPTERS:
+            raise FrankenscopeError(f"architecture {arch!r} is already served by adapter spec "
+                                    f"{_ADAPTERS[arch][1].name!r}")
+        _ADAPTERS[arch] = (cls, spec)
+
+
+register(QWEN2_VL, Qwen2VLAdapter)
 
 
 def supported_architectures() -> list[str]:
@@ -30,12 +47,12 @@ def get_adapter(model_or_config_or_name: Any) -> VLMAdapter:
     """The adapter for a model, a config, or an architecture name; unknown names list the supported ones."""
     arch = model_or_config_or_name if isinstance(model_or_config_or_name, str) else architecture_of(
         model_or_config_or_name)
-    cls = _ADAPTERS.get(arch)
-    if cls is None:
+    if arch not in _ADAPTERS:
         raise FrankenscopeError(
             f"unsupported architecture {arch!r}; supported: {', '.join(supported_architectures())}")
-    return cls()
+    cls, spec = _ADAPTERS[arch]
+    return cls(spec)
 
 
-__all__ = ["COMPONENTS", "AttentionProjections", "ParamLocation", "VLMAdapter", "get_adapter",
-           "supported_architectures", "architecture_of"]
+__all__ = ["COMPONENTS", "AdapterSpec", "AttentionProjections", "DecoderLayerSpec", "NameRule", "ParamLocation",
+           "VLMAdapter", "architecture_of", "get_adapter", "get_module", "register", "supported_architectures"]

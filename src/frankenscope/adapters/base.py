@@ -1,13 +1,16 @@
-"""The adapter interface: everything model-family-specific lives behind it.
+"""The adapter: everything model-family-specific, answered from the family's `AdapterSpec`.
 
 An adapter tells the rest of frankenscope where things are inside one VLM family: the LLM decoder
 layers, their attention projections and MLP, the vision blocks, the projector, the image token and
-its spans in `input_ids`, how parameter names map to (component, layer), and how to build a prompt.
+its spans in `input_ids`, which processor outputs run along the sequence, how parameter names map to
+(component, layer), and how to build a prompt. `VLMAdapter` implements all of it from the spec's data;
+a family subclasses it only for behaviour that is not data (Qwen-VL's M-RoPE positions).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,10 +18,13 @@ import torch
 from PIL import Image
 from torch import nn
 
+from frankenscope.adapters.spec import COMPONENTS, AdapterSpec, NameRule, get_module
 from frankenscope.errors import FrankenscopeError
 
 Component = Literal["vision", "projector", "embed", "llm", "final_norm", "lm_head"]
-COMPONENTS: tuple[str, ...] = ("vision", "projector", "embed", "llm", "final_norm", "lm_head")
+MatrixKind = Literal["attention", "mlp", "other"]
+
+__all__ = ["COMPONENTS", "AttentionProjections", "Component", "MatrixKind", "ParamLocation", "VLMAdapter"]
 
 
 @dataclass(frozen=True)
@@ -57,43 +63,62 @@ class AttentionProjections:
 
 
 class VLMAdapter:
-    """Base class: subclasses set `architectures`, `name_rules` and implement the module lookups."""
+    """One family's adapter: every lookup is resolved from `spec` (a subclass may set it as a class
+    attribute; `VLMAdapter(spec)` serves a family without quirks)."""
 
-    #: HF `config.architectures` names this adapter serves.
-    architectures: tuple[str, ...] = ()
-    #: (regex, component, has_layer_group) tried in order; the first match wins.
-    name_rules: tuple[tuple[str, str, bool], ...] = ()
+    spec: AdapterSpec
 
-    def __init__(self) -> None:
-        self._compiled = [(re.compile(p), c, g) for p, c, g in self.name_rules]
+    def __init__(self, spec: AdapterSpec | None = None) -> None:
+        if spec is not None:
+            self.spec = spec
+        if getattr(self, "spec", None) is None:
+            raise FrankenscopeError(f"{type(self).__name__} has no AdapterSpec")
+        self._rules = [(re.compile(r.pattern()), r) for r in self.spec.name_rules]
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        """HF `config.architectures` names this adapter serves."""
+        return self.spec.architectures
 
     # -- modules ---------------------------------------------------------------------------
+    def check_model(self, model: nn.Module) -> None:
+        """Resolve every module path of the spec on `model` (FrankenscopeError names the first that fails)."""
+        for path in self.spec.module_paths().values():
+            get_module(model, path)
+
     def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
-        raise NotImplementedError
+        return get_module(model, self.spec.decoder_layers)
 
     def attention(self, model: nn.Module, layer: int) -> nn.Module:
-        raise NotImplementedError
+        return self._in_layer(model, layer, self.spec.layer.attention)
 
     def attention_projections(self, model: nn.Module, layer: int) -> AttentionProjections:
-        raise NotImplementedError
+        names = self.spec.layer
+        q, k, v, o = (self._in_layer(model, layer, f"{names.attention}.{p}")
+                      for p in (names.q_proj, names.k_proj, names.v_proj, names.o_proj))
+        return AttentionProjections(q=q, k=k, v=v, o=o)
 
     def mlp(self, model: nn.Module, layer: int) -> nn.Module:
-        raise NotImplementedError
+        return self._in_layer(model, layer, self.spec.layer.mlp)
+
+    def mlp_output(self, model: nn.Module, layer: int) -> nn.Module:
+        """The MLP's output projection (Llama/Qwen `down_proj`)."""
+        return self._in_layer(model, layer, f"{self.spec.layer.mlp}.{self.spec.layer.mlp_out}")
 
     def vision_blocks(self, model: nn.Module) -> nn.ModuleList:
-        raise NotImplementedError
+        return get_module(model, self.spec.vision_blocks)
 
     def projector(self, model: nn.Module) -> nn.Module:
-        raise NotImplementedError
+        return get_module(model, self.spec.projector)
 
     def final_norm(self, model: nn.Module) -> nn.Module:
-        raise NotImplementedError
+        return get_module(model, self.spec.final_norm)
 
     def embed_tokens(self, model: nn.Module) -> nn.Module:
-        raise NotImplementedError
+        return get_module(model, self.spec.embed_tokens)
 
     def lm_head(self, model: nn.Module) -> nn.Module:
-        raise NotImplementedError
+        return get_module(model, self.spec.lm_head)
 
     def num_layers(self, model: nn.Module) -> int:
         return len(self.decoder_layers(model))
@@ -107,13 +132,36 @@ class VLMAdapter:
             raise FrankenscopeError(f"LLM layer {layer} does not exist: the model has layers 0..{len(layers) - 1}")
         return layers[layer]
 
+    def _in_layer(self, model: nn.Module, layer: int, path: str) -> nn.Module:
+        """The submodule at `path` inside decoder layer `layer`; a missing one is named by its full path."""
+        block = self._layer(model, layer)
+        try:
+            return get_module(block, path)
+        except FrankenscopeError as e:
+            raise FrankenscopeError(f"{type(model).__name__} has no module "
+                                    f"'{self.spec.decoder_layers}.{layer}.{path}' ({e})") from None
+
     # -- tokens ----------------------------------------------------------------------------
     def image_token_id(self, model_or_config: Any) -> int:
-        cfg = getattr(model_or_config, "config", model_or_config)
-        tid = getattr(cfg, "image_token_id", None)
+        """The image token's id, from the config field the spec names."""
+        tid = self._config_token(model_or_config, self.spec.image_token_id_field)
         if tid is None:
-            raise FrankenscopeError(f"config of {type(cfg).__name__} has no image_token_id")
-        return int(tid)
+            cfg = getattr(model_or_config, "config", model_or_config)
+            raise FrankenscopeError(f"config of {type(cfg).__name__} has no {self.spec.image_token_id_field}")
+        return tid
+
+    def image_marker_ids(self, model_or_config: Any) -> tuple[int | None, int | None]:
+        """(start, end): the ids of the tokens that open and close an image's span; None where the family
+        has no such token (or the config lacks the field)."""
+        return (self._config_token(model_or_config, self.spec.image_start_token_field),
+                self._config_token(model_or_config, self.spec.image_end_token_field))
+
+    @staticmethod
+    def _config_token(model_or_config: Any, field: str | None) -> int | None:
+        if field is None:
+            return None
+        tid = getattr(getattr(model_or_config, "config", model_or_config), field, None)
+        return None if tid is None else int(tid)
 
     @staticmethod
     def image_spans(input_ids: torch.Tensor, image_token_id: int) -> list[list[tuple[int, int]]]:
@@ -140,21 +188,73 @@ class VLMAdapter:
         ids = enc["input_ids"]
         return torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand(ids.shape[0], -1)
 
+    # -- processor outputs -----------------------------------------------------------------
+    @property
+    def sequence_keys(self) -> tuple[str, ...]:
+        """Processor outputs aligned with `input_ids` (attention_mask aside)."""
+        return self.spec.sequence_keys
+
+    @property
+    def image_layout_keys(self) -> tuple[str, ...]:
+        """Processor outputs that fix the image-token layout (equal values: the same image tokens)."""
+        return self.spec.image_layout_keys
+
+    def same_image_layout(self, a: dict[str, Any], b: dict[str, Any]) -> bool:
+        """Whether two encodings agree on every image layout key both hold (so their image tokens match)."""
+        return all(a.get(k) is None or b.get(k) is None or torch.equal(a[k], b[k])
+                   for k in self.spec.image_layout_keys)
+
+    def truncate_inputs(self, enc: dict[str, Any], end: int) -> dict[str, Any]:
+        """`enc` with every sequence-aligned tensor cut to positions [0, end); other entries as they are."""
+        return {k: (v[:, :end] if k in self.spec.sequence_keys else v) for k, v in enc.items()}
+
+    def append_text_tokens(self, enc: dict[str, Any], ids: torch.Tensor) -> dict[str, Any]:
+        """`enc` with text tokens `ids` [B, n] appended: input_ids extended by them, every other
+        sequence-aligned key (per-token type ids) by zeros, i.e. "text"."""
+        out = dict(enc)
+        for k in self.spec.sequence_keys:
+            if k in enc:
+                out[k] = torch.cat([enc[k], ids if k == "input_ids" else torch.zeros_like(ids)], dim=1)
+        return out
+
     # -- parameter names -------------------------------------------------------------------
-    def param_location(self, name: str) -> ParamLocation:
-        """Map a parameter name (on-disk or in-memory naming) to its component and layer."""
-        for rx, component, has_layer in self._compiled:
+    def _match(self, name: str) -> tuple[re.Match[str], NameRule]:
+        for rx, rule in self._rules:
             m = rx.match(name)
             if m:
-                return ParamLocation(component, int(m.group(1)) if has_layer else None)
+                return m, rule
+        roots = ", ".join(dict.fromkeys(r.root for r in self.spec.name_rules))
         raise FrankenscopeError(
-            f"parameter {name!r} does not match any known {type(self).__name__} naming "
-            f"(expected e.g. model.layers.N..., model.language_model.layers.N..., visual.blocks.N..., lm_head...)"
-        )
+            f"parameter {name!r} does not match any known {self.spec.name} naming (in-memory roots: {roots}; "
+            f"on-disk and wrapped spellings of them are accepted)")
+
+    def param_location(self, name: str) -> ParamLocation:
+        """Map a parameter name (on-disk or in-memory naming) to its component and layer."""
+        m, rule = self._match(name)
+        return ParamLocation(rule.component, int(m.group("layer")) if rule.layered else None)
 
     def canonical_name(self, name: str) -> str:
         """The in-memory (transformers 5.x) name of a parameter given in any supported naming."""
-        raise NotImplementedError
+        m, rule = self._match(name)
+        return rule.root + name[m.end("root"):]
+
+    def layer_patterns(self, layers: Iterable[int], component: str = "llm") -> list[str]:
+        """Anchored regexes, one per block of `component` in `layers`, matching that block's parameter
+        names in every naming the spec knows (what external trainers need to freeze a layer)."""
+        rules = [r for r in self.spec.name_rules if r.component == component and r.layered]
+        if not rules:
+            raise FrankenscopeError(f"{self.spec.name}: no layered name rule for component {component!r}")
+        return ["|".join(r.pattern(i) for r in rules) for i in layers]
+
+    def matrix_kind(self, name: str) -> MatrixKind:
+        """'attention' or 'mlp' when a dotted segment of `name` is one of the spec's attention / MLP module
+        names (attention first), else 'other'."""
+        parts = set(name.split("."))
+        if parts & set(self.spec.attention_modules):
+            return "attention"
+        if parts & set(self.spec.mlp_modules):
+            return "mlp"
+        return "other"
 
     # -- prompts and images ----------------------------------------------------------------
     def build_messages(self, text: str, n_images: int = 1, system: str | None = None) -> list[dict[str, Any]]:
@@ -176,3 +276,4 @@ class VLMAdapter:
     def black_image(image: Image.Image) -> Image.Image:
         """An all-black RGB image of the same size (the paper's M_vis control)."""
         return Image.new("RGB", image.size, (0, 0, 0))
+

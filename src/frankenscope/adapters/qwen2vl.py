@@ -1,65 +1,63 @@
-"""Adapter for Qwen2-VL and Qwen2.5-VL (same module layout in transformers 5.x)."""
+"""Qwen2-VL and Qwen2.5-VL (same module layout in transformers 5.x): the spec, and M-RoPE positions."""
 
 from __future__ import annotations
-
-import re
 
 import torch
 from torch import nn
 
-from frankenscope.adapters.base import AttentionProjections, VLMAdapter
+from frankenscope.adapters.base import VLMAdapter
+from frankenscope.adapters.spec import AdapterSpec, NameRule
 from frankenscope.errors import FrankenscopeError
 
-# Optional prefixes seen in the wild: transformers 5.x in memory (model.language_model.*,
-# model.visual.*), the hub/on-disk layout (model.layers.*, visual.*), and RL-framework exports that
-# wrap the whole thing once more (e.g. "module." or "base_model.model.").
+# Spellings of each root: transformers 5.x in memory (model.language_model.*, model.visual.*), the
+# hub/on-disk layout (model.layers.*, visual.*), and RL-framework exports that wrap the whole thing once
+# more (e.g. "module." or "base_model.model.").
 _WRAP = r"(?:module\.|base_model\.model\.)?"
 _LM = _WRAP + r"(?:model\.language_model\.|model\.|language_model\.model\.|language_model\.)"
 _VIS = _WRAP + r"(?:model\.)?visual\."
+_HEAD = _WRAP + r"(?:language_model\.)?lm_head\."
+
+
+def _rule(component: str, root: str, spellings: str, tail: str = "") -> NameRule:
+    return NameRule(component=component, root=root, spellings=spellings, tail=tail)
+
+
+QWEN2_VL = AdapterSpec(
+    name="qwen2-vl",
+    architectures=("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration"),
+    decoder_layers="model.language_model.layers",
+    vision_blocks="model.visual.blocks",
+    projector="model.visual.merger",
+    embed_tokens="model.language_model.embed_tokens",
+    final_norm="model.language_model.norm",
+    lm_head="lm_head",
+    name_rules=(
+        _rule("vision", "model.visual.", _VIS, "blocks.{layer}."),
+        _rule("projector", "model.visual.", _VIS, "merger."),
+        _rule("vision", "model.visual.", _VIS, "patch_embed."),
+        _rule("vision", "model.visual.", _VIS, "rotary_pos_emb."),
+        _rule("llm", "model.language_model.", _LM, "layers.{layer}."),
+        _rule("embed", "model.language_model.", _LM, "embed_tokens."),
+        _rule("final_norm", "model.language_model.", _LM, "norm."),
+        _rule("lm_head", "lm_head.", _HEAD),
+    ),
+    # LLM: self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj; vision blocks: attn.{qkv,proj}, mlp.*;
+    # the projector's merger.mlp.* counts as mlp, as it always has in the diffs.
+    attention_modules=("self_attn", "attn"),
+    mlp_modules=("mlp",),
+    sequence_keys=("input_ids", "mm_token_type_ids"),
+    image_keys=("pixel_values", "image_grid_thw"),
+    image_layout_keys=("image_grid_thw",),
+    image_token_id_field="image_token_id",
+    image_start_token_field="vision_start_token_id",
+    image_end_token_field="vision_end_token_id",
+)
 
 
 class Qwen2VLAdapter(VLMAdapter):
-    architectures = ("Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration")
-    name_rules = (
-        (_VIS + r"blocks\.(\d+)\.", "vision", True),
-        (_VIS + r"merger\.", "projector", False),
-        (_VIS + r"(?:patch_embed|rotary_pos_emb)\.", "vision", False),
-        (_LM + r"layers\.(\d+)\.", "llm", True),
-        (_LM + r"embed_tokens\.", "embed", False),
-        (_LM + r"norm\.", "final_norm", False),
-        (_WRAP + r"(?:language_model\.)?lm_head\.", "lm_head", False),
-    )
+    """Qwen2-VL / Qwen2.5-VL: the `QWEN2_VL` spec plus M-RoPE position ids."""
 
-    def _lm(self, model: nn.Module) -> nn.Module:
-        return model.model.language_model
-
-    def decoder_layers(self, model: nn.Module) -> nn.ModuleList:
-        return self._lm(model).layers
-
-    def attention(self, model: nn.Module, layer: int) -> nn.Module:
-        return self._layer(model, layer).self_attn
-
-    def attention_projections(self, model: nn.Module, layer: int) -> AttentionProjections:
-        a = self.attention(model, layer)
-        return AttentionProjections(q=a.q_proj, k=a.k_proj, v=a.v_proj, o=a.o_proj)
-
-    def mlp(self, model: nn.Module, layer: int) -> nn.Module:
-        return self._layer(model, layer).mlp
-
-    def vision_blocks(self, model: nn.Module) -> nn.ModuleList:
-        return model.model.visual.blocks
-
-    def projector(self, model: nn.Module) -> nn.Module:
-        return model.model.visual.merger
-
-    def final_norm(self, model: nn.Module) -> nn.Module:
-        return self._lm(model).norm
-
-    def embed_tokens(self, model: nn.Module) -> nn.Module:
-        return self._lm(model).embed_tokens
-
-    def lm_head(self, model: nn.Module) -> nn.Module:
-        return model.lm_head
+    spec = QWEN2_VL
 
     def position_ids(self, model: nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tensor:
         """Qwen-VL's 3-row M-RoPE ids [3, B, P] (temporal, height, width) when the batch has images.
@@ -75,11 +73,3 @@ class Qwen2VLAdapter(VLMAdapter):
         pos, _ = model.model.get_rope_index(enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
                                             image_grid_thw=enc["image_grid_thw"])
         return pos
-
-    def canonical_name(self, name: str) -> str:
-        loc = self.param_location(name)  # raises on unknown names
-        if loc.component in ("vision", "projector"):
-            return "model.visual." + re.sub("^" + _VIS, "", name)
-        if loc.component == "lm_head":
-            return "lm_head." + re.sub("^" + _WRAP + r"(?:language_model\.)?lm_head\.", "", name)
-        return "model.language_model." + re.sub("^" + _LM, "", name)

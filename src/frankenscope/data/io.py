@@ -18,6 +18,7 @@ taking the answers from `meta` (see `PAPER_ANSWER_FIELDS`).
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from frankenscope.data.schema import ANSWER_TYPES, CATEGORIES, Item, ProbePair
 from frankenscope.errors import FrankenscopeError
-from frankenscope.io import atomic_dir, sha256_file, write_json_atomic
+from frankenscope.io import atomic_dir, check_out, output_of, sha256_file, write_json_atomic
 
 _T = TypeVar("_T")  # anything with a `task` attribute (Item, ProbePair)
 
@@ -60,13 +61,19 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
             f.write(json.dumps(row, ensure_ascii=True) + "\n")
 
 
+def is_suite(path: Path) -> bool:
+    """True for a folder written by `write_suite` (suite.json of kind "frankenscope-suite")."""
+    return output_of(path, "suite.json", "frankenscope-suite")
+
+
 def write_suite(out_dir: str | Path, tasks: list[str] | None = None, n_per_task: int = 50,
-                n_pairs: int = 50, seed: int = 0) -> Path:
+                n_pairs: int = 50, seed: int = 0, overwrite: bool = False) -> Path:
     """Generate and write a synthetic suite (layout in the module docstring); return its folder.
 
     tasks: item and/or probe task names (default: every item task and every probe task); a name that
     is both (e.g. "counting") gets items and probe pairs. The folder is built in a temporary sibling
-    and renamed into place only when complete, replacing any previous suite at `out_dir`.
+    and swapped into place only when complete, replacing a previous suite at `out_dir`; any other
+    non-empty `out_dir` is refused unless `overwrite`.
     Items and pairs use separate seed streams (see `generate_items`, `generate_probe_pairs`).
     """
     from frankenscope.organism.tasks import ITEM_TASKS, PROBE_TASKS, generate_items, generate_probe_pairs
@@ -80,14 +87,17 @@ def write_suite(out_dir: str | Path, tasks: list[str] | None = None, n_per_task:
             raise FrankenscopeError(f"unknown task(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
         item_tasks = [t for t in ITEM_TASKS if t in tasks]
         probe_tasks = [t for t in PROBE_TASKS if t in tasks]
+    if n_per_task < 1:
+        raise FrankenscopeError(f"n_per_task must be >= 1, got {n_per_task}")
     if n_pairs <= 0:
         probe_tasks = []
 
     out_dir = Path(out_dir)
+    check_out(out_dir, own=is_suite, overwrite=overwrite)
     item_counts: dict[str, int] = {}
     probe_counts: dict[str, int] = {}
     hashes: dict[str, str] = {}
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, own=is_suite, overwrite=overwrite) as tmp:
         for task in item_tasks:
             folder = tmp / "items" / task
             (folder / "images").mkdir(parents=True)
@@ -154,12 +164,21 @@ def _require(row: dict[str, Any], fields: tuple[str, ...], path: Path, lineno: i
 
 
 def _resolve_image(value: Any, field: str, path: Path, lineno: int) -> str:
-    """Absolute path of an image referenced by a jsonl line (relative paths are relative to the jsonl)."""
+    """Absolute path of an image referenced by a jsonl line.
+
+    Relative paths are relative to the jsonl's folder and must stay inside it (no climbing out with
+    '..'); absolute paths are the user's choice and are taken as given.
+    """
     if not isinstance(value, str) or not value:
         raise FrankenscopeError(f"{path} line {lineno}: field {field!r} must be a non-empty path string")
     image = Path(value)
     if not image.is_absolute():
-        image = path.parent / image
+        root = os.path.normpath(path.parent)
+        joined = os.path.normpath(os.path.join(root, value))
+        if os.path.commonpath([root, joined]) != root:
+            raise FrankenscopeError(f"{path} line {lineno}: relative image path {value!r} (field {field!r}) leads "
+                                    f"outside {root}; keep images inside the data folder or give an absolute path")
+        image = Path(joined)
     image = image.resolve()
     if not image.is_file():
         raise FrankenscopeError(f"{path} line {lineno}: image file not found: {image} (field {field!r})")

@@ -25,9 +25,9 @@ from typing import Any
 from PIL import Image
 
 from frankenscope.data.schema import Item
-from frankenscope.errors import FrankenscopeError
+from frankenscope.errors import FrankenscopeError, FrankenscopeRuntimeError
 from frankenscope.evaluate.runner import prompt_text
-from frankenscope.io import sha256_file
+from frankenscope.io import fault_point, sha256_file, sha256_file_remembered
 
 CACHE_SCHEMA_VERSION = 1
 #: Generator settings that do not change greedy responses and so stay out of the cache key.
@@ -39,53 +39,101 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-class ResponseCache:
-    """Key-value store in one SQLite file; values are JSON. Use as a context manager or call close()."""
+#: Seconds a statement waits for another process's lock, and how often a locked write is retried.
+BUSY_TIMEOUT_S = 60.0
+LOCK_RETRIES = 5
 
-    def __init__(self, path: str | Path) -> None:
+
+def _decode(raw: Any) -> Any | None:
+    """A stored value, or None (a miss) when it is not valid JSON."""
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError):
+        return None
+
+
+class ResponseCache:
+    """Key-value store in one SQLite file; values are JSON. Use as a context manager or call close().
+
+    Concurrency: the database is in WAL mode (readers never block the writer) with a busy timeout of
+    `busy_timeout` seconds, and a write that still finds the database locked is retried
+    (`LOCK_RETRIES` times) before it fails with an error naming the file. Corruption: a stored value
+    that is not valid JSON (or, for responses, not a string) is a miss and gets regenerated.
+    """
+
+    def __init__(self, path: str | Path, busy_timeout: float = BUSY_TIMEOUT_S) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.busy_timeout = busy_timeout
         try:
-            self._db = sqlite3.connect(str(self.path))
-            self._db.execute("CREATE TABLE IF NOT EXISTS entries (namespace TEXT NOT NULL, key TEXT NOT NULL, "
-                             "value TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (namespace, key))")
-            self._db.execute("CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT)")
-            self._db.execute("INSERT OR IGNORE INTO info VALUES ('schema_version', ?)", (str(CACHE_SCHEMA_VERSION),))
-            self._db.commit()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), timeout=busy_timeout)
+            self._write(lambda db: db.execute("PRAGMA journal_mode=WAL"))
+            self._write(lambda db: db.executescript(
+                "CREATE TABLE IF NOT EXISTS entries (namespace TEXT NOT NULL, key TEXT NOT NULL, "
+                "value TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (namespace, key));"
+                "CREATE TABLE IF NOT EXISTS info (name TEXT PRIMARY KEY, value TEXT);"))
+            self._write(lambda db: db.execute("INSERT OR IGNORE INTO info VALUES ('schema_version', ?)",
+                                              (str(CACHE_SCHEMA_VERSION),)))
         except sqlite3.DatabaseError as e:
-            raise FrankenscopeError(f"{self.path}: cannot open the response cache ({e})") from e
+            raise FrankenscopeError(f"{self.path}: cannot open the response cache ({e}); delete it or pass "
+                                    f"another cache file") from e
+        except OSError as e:
+            raise FrankenscopeRuntimeError(f"{self.path}: cannot create the response cache ({e})") from e
+
+    def _write(self, op: Callable[[sqlite3.Connection], Any]) -> None:
+        """Run `op` and commit, retrying while another process holds the lock."""
+        for attempt in range(LOCK_RETRIES + 1):
+            try:
+                op(self._db)
+                self._db.commit()
+                return
+            except sqlite3.OperationalError as e:
+                self._db.rollback()
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise FrankenscopeRuntimeError(f"{self.path}: response cache write failed ({e})") from e
+                if attempt == LOCK_RETRIES:
+                    raise FrankenscopeRuntimeError(
+                        f"{self.path}: the response cache stayed locked by another process for "
+                        f"{(LOCK_RETRIES + 1) * self.busy_timeout:.0f} s ({e}); rerun when it is free, "
+                        f"or pass another cache file") from e
+                time.sleep(min(1.0, 0.05 * 2 ** attempt))
+
+    def _read(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as e:
+            raise FrankenscopeRuntimeError(f"{self.path}: response cache read failed ({e})") from e
 
     def get(self, namespace: str, key: str) -> Any | None:
-        row = self._db.execute("SELECT value FROM entries WHERE namespace = ? AND key = ?", (namespace, key)).fetchone()
-        return None if row is None else json.loads(row[0])
+        rows = self._read("SELECT value FROM entries WHERE namespace = ? AND key = ?", (namespace, key))
+        return _decode(rows[0][0]) if rows else None
 
     def get_many(self, namespace: str, keys: list[str]) -> dict[str, Any]:
+        """The found entries (key -> value); undecodable values are left out (misses)."""
         out: dict[str, Any] = {}
         unique = list(dict.fromkeys(keys))
         for s in range(0, len(unique), 500):
             chunk = unique[s:s + 500]
             marks = ",".join("?" * len(chunk))
-            for key, value in self._db.execute(
+            for key, value in self._read(
                     f"SELECT key, value FROM entries WHERE namespace = ? AND key IN ({marks})", (namespace, *chunk)):
-                out[key] = json.loads(value)
+                decoded = _decode(value)
+                if decoded is not None:
+                    out[key] = decoded
         return out
 
     def put(self, namespace: str, key: str, value: Any, commit: bool = True) -> None:
-        self._db.execute("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
-                         (namespace, key, json.dumps(value), time.time()))
-        if commit:
-            self._db.commit()
+        self.put_many(namespace, [(key, value)])
 
     def put_many(self, namespace: str, pairs: list[tuple[str, Any]]) -> None:
         now = time.time()
-        self._db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
-                             [(namespace, k, json.dumps(v), now) for k, v in pairs])
-        self._db.commit()
+        rows = [(namespace, k, json.dumps(v), now) for k, v in pairs]
+        self._write(lambda db: db.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)", rows))
 
     def count(self, namespace: str | None = None) -> int:
         if namespace is None:
-            return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
-        return int(self._db.execute("SELECT COUNT(*) FROM entries WHERE namespace = ?", (namespace,)).fetchone()[0])
+            return int(self._read("SELECT COUNT(*) FROM entries", ())[0][0])
+        return int(self._read("SELECT COUNT(*) FROM entries WHERE namespace = ?", (namespace,))[0][0])
 
     def close(self) -> None:
         self._db.close()
@@ -95,6 +143,30 @@ class ResponseCache:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: Weight files hashed by `model_fingerprint` (pickle formats too, so that no two checkpoints collide).
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack")
+
+
+def model_fingerprint(path: str | Path) -> str:
+    """The identity of a model folder (hex sha256), covering the full content of every weight file.
+
+    Hashed, in order: the bytes of config.json, then for every weight file (`WEIGHT_SUFFIXES`, in name
+    order) its name, its size and the sha256 of its full content. Full-content hashes are remembered
+    in a sidecar keyed by path, size and mtime (`io.sha256_file_remembered`, outside the model folder),
+    so a checkpoint is read in full once, not on every run.
+    """
+    folder = Path(path)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise FrankenscopeError(f"{folder}: not a model folder (no config.json)")
+    h = hashlib.sha256()
+    h.update(config.read_bytes())
+    for f in sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)):
+        h.update(f"\n{f.name}\n{f.stat().st_size}\n".encode())
+        h.update(sha256_file_remembered(f).encode())
+    return h.hexdigest()
 
 
 class ImageHasher:
@@ -132,7 +204,7 @@ def generation_key(fingerprint: str, text: str, image_hash: str | None, black_im
 class CachedGenerator:
     """Wrap a Generator so that only cache misses are generated.
 
-    fingerprint: the model's identity (`runner.model_fingerprint` of a folder, or any stable string).
+    fingerprint: the model's identity (`model_fingerprint` of a folder, or any stable string).
     settings: what determines the responses besides model and input; defaults to the wrapped
         generator's `settings()` when it has one. chunk_size: misses are generated and committed in
         chunks of this many items. Counters: `hits`, `misses`, `calls` (calls of the wrapped generator).
@@ -178,7 +250,7 @@ class CachedGenerator:
             raise FrankenscopeError(f"got {len(images)} images for {len(items)} items")
         keys = self.keys(items, black_image=black_image, use_description=use_description, images=images)
         found = self.cache.get_many("generate", keys)
-        out: list[str | None] = [found.get(k) for k in keys]
+        out: list[str | None] = [v if isinstance(v := found.get(k), str) else None for k in keys]
         todo = [i for i, r in enumerate(out) if r is None]
         self.hits += len(items) - len(todo)
         self.misses += len(todo)
@@ -192,6 +264,7 @@ class CachedGenerator:
             if len(responses) != len(idx):
                 raise FrankenscopeError(f"generator returned {len(responses)} responses for {len(idx)} items")
             self.cache.put_many("generate", [(keys[i], r) for i, r in zip(idx, responses, strict=True)])
+            fault_point("generate:chunk")
             for i, r in zip(idx, responses, strict=True):
                 out[i] = r
         return [r if r is not None else "" for r in out]

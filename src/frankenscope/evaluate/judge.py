@@ -6,13 +6,16 @@ Configuration comes from environment variables (nothing is sent anywhere unless 
     FRANKENSCOPE_JUDGE_API_KEY     bearer token (optional for local servers)
     FRANKENSCOPE_JUDGE_MODEL       model name for grading (required)
     FRANKENSCOPE_DESCRIBE_MODEL    model name for image descriptions (default: the judge model)
-    FRANKENSCOPE_JUDGE_TIMEOUT     seconds per request (default 60)
+    FRANKENSCOPE_JUDGE_TIMEOUT     total seconds per request, connection to last byte (default 60)
     FRANKENSCOPE_JUDGE_RETRIES     retries after the first attempt (default 4)
     FRANKENSCOPE_JUDGE_BACKOFF     first retry delay in seconds, doubled per retry (default 1)
 
-Requests use `urllib` (no extra dependency), temperature 0, and are retried with exponential
+Requests use `http.client` (no extra dependency), temperature 0, and are retried with exponential
 backoff (honouring Retry-After) on timeouts, connection errors, HTTP 408/409/429 and 5xx, and on
-replies that are not valid chat completions. After `max_consecutive_failures` failed requests in a
+replies that are not valid chat completions. Safety: redirects are never followed (any 3xx is a
+failed request, so the API key is only ever sent to FRANKENSCOPE_JUDGE_BASE_URL's origin); each
+request has a total deadline (`timeout`, enforced by closing the socket, so an endpoint that drips
+bytes cannot hold it longer) and the reply body is capped at `max_reply_bytes`. After `max_consecutive_failures` failed requests in a
 row the client stops calling (a dead endpoint would otherwise cost the full retry schedule per item)
 and returns None at once. Successful replies are cached in the response cache
 (namespaces "judge" and "describe"), keyed by model, messages and settings, so reruns and other
@@ -23,13 +26,17 @@ models reuse them. Failures are never cached and never count as wrong: the judge
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.client
 import io
 import json
 import os
 import re
+import socket
+import ssl
+import threading
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -86,6 +93,7 @@ class JudgeConfig:
     max_tokens: int = 1000
     describe_max_tokens: int = 2000
     max_consecutive_failures: int = 5
+    max_reply_bytes: int = 8 * 1024 * 1024
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> JudgeConfig:
@@ -127,6 +135,10 @@ class ClientStats:
     errors: list[str] = field(default_factory=list)
 
 
+class _Failed(Exception):
+    """A failed request that retrying will not fix (4xx, a redirect, an oversized reply)."""
+
+
 class _Retryable(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -164,9 +176,9 @@ class ChatClient:
         key = stable_hash(body)
         if self.cache is not None:
             hit = self.cache.get(namespace, key)
-            if hit is not None:
+            if isinstance(hit, str):  # anything else is a corrupt entry: a miss
                 self.stats.cache_hits += 1
-                return str(hit)
+                return hit
         if self._failures_in_a_row >= self.config.max_consecutive_failures:
             self.stats.skipped += 1
             return None
@@ -190,10 +202,10 @@ class ChatClient:
                 self._note(str(e))
                 if e.retry_after is not None:
                     delay = min(30.0, max(delay, e.retry_after))
-            except urllib.error.HTTPError as e:
-                self._note(f"HTTP {e.code}: {e.reason}")
+            except _Failed as e:
+                self._note(str(e))
                 self.stats.failures += 1
-                return None  # a client error (bad key, unknown model) does not get better by retrying
+                return None  # a client error (bad key, unknown model, redirect) does not get better by retrying
             if attempt < self.config.max_retries:
                 self.stats.retries += 1
                 self.sleep(delay)
@@ -205,18 +217,63 @@ class ChatClient:
             self.stats.errors.append(msg)
 
     def _post(self, data: bytes, headers: dict[str, str]) -> str:
-        req = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        """One POST to `url`: the reply text, or _Retryable / _Failed. Never follows redirects."""
+        url = urllib.parse.urlsplit(self.url)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise _Failed(f"{ENV_BASE_URL} must be an http(s) URL, got {self.config.base_url!r}")
+        timeout = self.config.timeout
+        conn: http.client.HTTPConnection
+        if url.scheme == "https":
+            conn = http.client.HTTPSConnection(url.hostname, url.port, timeout=timeout,
+                                               context=ssl.create_default_context())
+        else:
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=timeout)
+        deadline = time.monotonic() + timeout
+        expired = threading.Event()
+
+        def cut() -> None:  # the total deadline: shutting the socket down wakes any blocked read
+            expired.set()
+            if conn.sock is not None:
+                with contextlib.suppress(OSError):
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(timeout, cut)
+        timer.daemon = True
+        timer.start()
         try:
-            with urllib.request.urlopen(req, timeout=self.config.timeout) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            if e.code in RETRY_STATUS or e.code >= 500:
-                raise _Retryable(f"HTTP {e.code}: {e.reason}", _retry_after(e.headers)) from e
+            conn.connect()
+            if expired.is_set():
+                raise _Retryable(f"TimeoutError: no connection within {timeout:g} s")
+            conn.request("POST", url.path + (f"?{url.query}" if url.query else ""), body=data, headers=headers)
+            resp = conn.getresponse()
+            raw = bytearray()
+            while chunk := resp.read1(65536):
+                raw += chunk
+                if len(raw) > self.config.max_reply_bytes:
+                    raise _Failed(f"reply larger than {self.config.max_reply_bytes} bytes")
+                if time.monotonic() > deadline:
+                    break
+            if expired.is_set() or time.monotonic() > deadline:
+                raise _Retryable(f"TimeoutError: no complete reply within {timeout:g} s")
+        except (_Retryable, _Failed):
             raise
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
+        except (OSError, http.client.HTTPException) as e:
+            if expired.is_set():
+                raise _Retryable(f"TimeoutError: no complete reply within {timeout:g} s") from e
             raise _Retryable(f"{type(e).__name__}: {e}") from e
+        finally:
+            timer.cancel()
+            conn.close()
+        status = resp.status
+        if 300 <= status < 400:
+            raise _Failed(f"HTTP {status}: redirect to {resp.getheader('Location')!r} refused (the request and "
+                          f"its API key go only to {ENV_BASE_URL}; set it to the final URL)")
+        if status in RETRY_STATUS or status >= 500:
+            raise _Retryable(f"HTTP {status}: {resp.reason}", _retry_after(resp.headers))
+        if status >= 400:
+            raise _Failed(f"HTTP {status}: {resp.reason}")
         try:
-            doc = json.loads(raw)
+            doc = json.loads(bytes(raw))
             content = doc["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise _Retryable(f"malformed reply ({type(e).__name__}: {e})") from e

@@ -24,12 +24,17 @@ ROW_NAMES = {
 ROW_ORDER = ("benchmark", "M_vis", "M_v2r", "M_rea")
 
 
+def _missing(x: float | None) -> bool:
+    """An undefined value: null in a result file (NaN in memory)."""
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def _pct(x: float | None) -> str:
-    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+    return "-" if _missing(x) else f"{100 * x:.1f}"  # type: ignore[operator]
 
 
-def _signed(x: float) -> str:
-    return "-" if math.isnan(x) else f"{100 * x:+.1f}"
+def _signed(x: float | None) -> str:
+    return "-" if _missing(x) else f"{100 * x:+.1f}"  # type: ignore[operator]
 
 
 def _row_name(key: str, doc: dict[str, Any]) -> str:
@@ -122,11 +127,11 @@ def plot_bars(doc: dict[str, Any], path: str | Path, title: str | None = None) -
         xs, ys, err_lo, err_hi = [], [], [], []
         for i, key in enumerate(rows):
             s = m["metrics"].get(key)
-            if s is None or math.isnan(s["value"]):
+            if s is None or _missing(s["value"]):
                 continue
             v = 100 * s["value"]
-            lo = 100 * s["ci_low"] if not math.isnan(s["ci_low"]) else v
-            hi = 100 * s["ci_high"] if not math.isnan(s["ci_high"]) else v
+            lo = 100 * s["ci_low"] if not _missing(s["ci_low"]) else v
+            hi = 100 * s["ci_high"] if not _missing(s["ci_high"]) else v
             xs.append(i - 0.4 + width * (j + 0.5))
             ys.append(v)
             err_lo.append(max(0.0, v - lo))

@@ -6,7 +6,8 @@ M_vis / M_v2r / M_rea / benchmark accuracy with CIs, compares consecutive models
 
     OUT/finegrained.json        versioned summary (kind "finegrained"): settings, sets, per-model metrics,
                                 2x2 tables, comparisons
-    OUT/models/<label>.json     per-model records (every response, extracted answer and grade)
+    OUT/models/<label>.json     per-model records (every response, extracted answer and grade); the label
+                                as a safe file name ('IN:IN:RL' -> IN_IN_RL.json)
     OUT/table.md                markdown tables (abilities x models, transitions, comparisons)
     OUT/finegrained.png         bar plot like the paper's Fig. 2
     OUT/splits/*.json           the subsampled ids (when n is given), re-read by later runs
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from frankenscope.data.schema import Item
-from frankenscope.errors import FrankenscopeError
+from frankenscope.errors import FrankenscopeError, FrankenscopeRuntimeError
 from frankenscope.evaluate.cache import CachedGenerator, ResponseCache
 from frankenscope.evaluate.extract import grader_identity
 from frankenscope.evaluate.finegrained import (
@@ -51,7 +52,7 @@ from frankenscope.evaluate.finegrained import (
 )
 from frankenscope.evaluate.prompts import PromptStyle, styles_for
 from frankenscope.evaluate.report import format_table, write_report
-from frankenscope.io import write_result
+from frankenscope.io import fault_point, safe_filename, write_result
 
 FINEGRAINED_SCHEMA_VERSION = 1
 PAPER_MAX_IMAGE_PIXELS = 1280 * 720
@@ -234,12 +235,22 @@ def _attach_descriptions(sets: MetricSets, out: Path, descriptions: Path | None,
         filled.append(replace(it, description=desc) if desc != it.description else it)
     sets.v2r = filled
     missing = [it.id for it in filled if not it.description]
-    if missing and len(missing) == len(filled):
+    if missing and describer is not None:
+        stats = describer.client.stats
+        last = stats.errors[-1] if stats.errors else "no usable reply"
+        if len(missing) == len(filled):
+            raise FrankenscopeRuntimeError(
+                f"the describer returned no description for any of the {len(filled)} M_v2r item(s) "
+                f"({stats.failures} failed request(s), last error: {last}); check the endpoint and rerun "
+                f"(successful descriptions are cached)")
+        echo(f"warning: the describer returned no description for {len(missing)} of {len(filled)} M_v2r "
+             f"item(s), which are recorded ungraded (last error: {last})")
+    elif missing and len(missing) == len(filled):
         raise FrankenscopeError(
             "M_v2r needs a description of each image: give a descriptions file (JSON {id: text} or jsonl rows "
             "{id, description}), or enable the describer (judge/describe with FRANKENSCOPE_JUDGE_BASE_URL and "
             "FRANKENSCOPE_JUDGE_MODEL set)")
-    if missing:
+    elif missing:
         echo(f"warning: {len(missing)} M_v2r item(s) have no description and are recorded ungraded "
              f"(first: {missing[:3]})")
     if generated:
@@ -270,8 +281,9 @@ class _LazyGenerator:
 
 def _labels(models: list[str], labels: list[str] | None) -> list[str]:
     if labels is not None:
-        if len(labels) != len(models) or len(set(labels)) != len(labels):
-            raise FrankenscopeError(f"need {len(models)} distinct labels, got {labels}")
+        if len(labels) != len(models) or len(set(map(safe_filename, labels))) != len(labels):
+            raise FrankenscopeError(f"need {len(models)} distinct labels (distinct also as file names, where "
+                                    f"characters other than letters, digits, '.', '_', '-' become '_'), got {labels}")
         return labels
     out: list[str] = []
     for m in models:
@@ -326,6 +338,14 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
         raise FrankenscopeError("finegrained_eval: give at least one model")
     if suite not in SUITES:
         raise FrankenscopeError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    for name, value in (("n", n), ("n_per_task", n_per_task)):
+        if value is not None and value < 1:
+            raise FrankenscopeError(f"{name} must be >= 1, got {value}")
+    if generator_factory is None:  # every model is checked before anything is written or loaded
+        from frankenscope.loading import check_model_source
+
+        for model in models:
+            check_model_source(model)
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -369,6 +389,7 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
 
         model_docs: list[dict[str, Any]] = []
         inds: list[dict[str, Any]] = []
+        failed_models: list[str] = []
         for model, style, label in zip(models, styles, names, strict=True):
             t0 = time.time()
             echo(f"== {label} ({model}), prompt style {style.name} ==")
@@ -390,9 +411,12 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
             fingerprint = _fingerprint(model)
             gen = CachedGenerator(_LazyGenerator(make), store, fingerprint, settings)
             records = run_conditions(gen, style, sets, judge_fn, log=echo)
+            judge_failures = _report_judge_failures(records, label, judge_fn is not None, echo)
+            if judge_failures:
+                failed_models.append(judge_failures)
             summary = model_metrics(records, sets, seed=seed, n_boot=n_boot)
             inds.append(indicators(labels_by_condition(records), sets))
-            records_file = out / "models" / f"{label}.json"
+            records_file = out / "models" / f"{safe_filename(label)}.json"
             header = {"label": label, "model_source": model, "model_fingerprint": fingerprint,
                       "prompt_style": style.to_dict(), "generation": settings}
             write_result(records_file, kind="finegrained-model", schema_version=FINEGRAINED_SCHEMA_VERSION,
@@ -431,8 +455,102 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
     path = write_result(out / "finegrained.json", kind="finegrained", schema_version=FINEGRAINED_SCHEMA_VERSION,
                         payload=payload, seed=seed,
                         inputs={"models": models, "labels": names, "suite": suite, "data": str(data_path)})
+    fault_point("finegrained:after_result")
     doc = json.loads(path.read_text())
     write_report(doc, out, reference)
     echo(format_table(doc, reference))
     echo(f"wrote {path}, {out / 'table.md'}, {out / 'finegrained.png'}")
+    if failed_models:
+        raise FrankenscopeRuntimeError("; ".join(failed_models) + " (results were written with those items "
+                                       "ungraded; rerun when the judge works: its successful verdicts are cached)")
     return doc
+
+
+def _report_judge_failures(records: list[Any], label: str, judged: bool, echo: Callable[[str], None]) -> str | None:
+    """Warn how many of a model's responses the judge failed to grade; return an error text when it graded
+    none of them (which would otherwise leave every metric at N = 0)."""
+    if not judged:
+        return None
+    asked = [r for r in records if r.response is not None]
+    failed = [r for r in asked if r.judge_correct is None]
+    if not failed:
+        return None
+    last = failed[-1].error or "request failed"
+    echo(f"  warning: the judge failed on {len(failed)} of {len(asked)} responses of {label}; they are "
+         f"ungraded (last error: {last})")
+    return f"the judge graded none of the {len(asked)} responses of {label} (last error: {last})" \
+        if len(failed) == len(asked) else None
+
+
+# --------------------------------------------------------------------------- per-task accuracy (one model)
+
+
+def accuracy_eval(model: str, out: Path, *, suite: str = "organism", data: Path | None = None,
+                  tasks: str | None = None, n: int | None = None, batch_size: int = 16, max_new_tokens: int = 64,
+                  seed: int = 0, dtype: str = "float32", device: str | None = None, device_map: str | None = None,
+                  attn_implementation: str = "sdpa", prompt_style: str = "plain", cache: Path | None = None,
+                  progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Per-task accuracy of one model (`frankenscope eval MODEL --metrics accuracy`); writes OUT/results.json
+    and returns its summary.
+
+    data: a suite folder, task folder or jsonl (default: the organism suite drawn into OUT/suite). Prompts
+    are rendered through `prompt_style`. Responses go through the response cache (default OUT/cache.sqlite),
+    committed in chunks, so an interrupted run resumes where it stopped and a rerun of a finished one loads
+    no model.
+    """
+    from frankenscope.data.io import first_n_per_task, load_items
+    from frankenscope.evaluate.prompts import get_prompt_style
+    from frankenscope.evaluate.runner import HFGenerator, evaluate, write_eval_result
+    from frankenscope.evaluate.runner import format_table as accuracy_table
+    from frankenscope.loading import check_model_source, load_model
+
+    if n is not None and n < 1:
+        raise FrankenscopeError(f"--n must be >= 1, got {n}")
+    if batch_size < 1 or max_new_tokens < 1:
+        raise FrankenscopeError(f"--batch-size and --max-new-tokens must be >= 1 (got {batch_size}, {max_new_tokens})")
+    if data is None and suite != "organism":
+        raise FrankenscopeError(f"unknown suite {suite!r}; use 'organism' or pass --data PATH")
+    style = get_prompt_style(prompt_style)
+    check_model_source(model)
+    if data is not None:
+        items = load_items(data)
+    else:
+        data = out / "suite"
+        try:
+            current = json.loads((data / "suite.json").read_text())
+        except (OSError, ValueError):
+            current = {}
+        if not isinstance(current, dict) or current.get("seed") != seed:
+            from frankenscope.data.io import write_suite
+
+            write_suite(data, seed=seed)
+        items = load_items(data)
+    if tasks:
+        wanted = {t.strip() for t in tasks.split(",")}
+        unknown = wanted - {it.task for it in items}
+        if unknown:
+            raise FrankenscopeError(f"--tasks names {sorted(unknown)}, not in {data}")
+        items = [it for it in items if it.task in wanted]
+    items = first_n_per_task(items, n)
+    settings = {"generator": "hf", "system": style.system, "max_new_tokens": max_new_tokens, "do_sample": False,
+                "repetition_penalty": 1.0, "max_image_pixels": None, "dtype": dtype, "batch_size": batch_size}
+
+    def make() -> HFGenerator:
+        return HFGenerator(load_model(model, dtype=dtype, device=device, device_map=device_map,
+                                      attn_implementation=attn_implementation),
+                           batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
+                           system=style.system)
+
+    fp = _fingerprint(model)
+    t0 = time.time()
+    with ResponseCache(cache or out / "cache.sqlite") as store:
+        gen = CachedGenerator(_LazyGenerator(make), store, fp, settings, chunk_size=max(batch_size, 1) * 4)
+        result = evaluate([style.apply(it) for it in items], gen, seed=seed)
+    run = {**settings, "greedy": True, "grader": grader_identity(), "prompt_style": style.to_dict(),
+           "data": str(data), "n_items": len(items), "wall_s": round(time.time() - t0, 2),
+           "device": device, "device_map": device_map, "attn_implementation": attn_implementation,
+           "cache": {"path": str(cache or out / "cache.sqlite"), "hits": gen.hits, "misses": gen.misses}}
+    write_eval_result(result, out, model_source=model, model_fingerprint=fp, seed=seed, settings=run)
+    echo(accuracy_table(result))
+    echo(f"generated {gen.misses}, cached {gen.hits}")
+    return result.summary()

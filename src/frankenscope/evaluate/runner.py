@@ -6,7 +6,6 @@ stand-in; `HFGenerator` is the transformers implementation (batched greedy decod
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -279,30 +278,8 @@ def write_eval_result(result: EvalResult, out_dir: str | Path, *, model_source: 
                         payload=payload, seed=seed, inputs=inputs)
 
 
-_MIB = 1 << 20
-
-
 def model_fingerprint(path: str | Path) -> str:
-    """A cheap identity hash of a model folder (hex sha256).
+    """The identity of a model folder: see `frankenscope.evaluate.cache.model_fingerprint`."""
+    from frankenscope.evaluate.cache import model_fingerprint as full
 
-    Hashed, in order: the text of config.json, then for each `*.safetensors` file in name order its
-    name, its size in bytes, and the sha256 of its first and of its last 1 MiB. Reads at most 2 MiB
-    per weight file, so it is fast for 7B checkpoints; it distinguishes checkpoints in practice (any
-    change of shapes, dtype, header or the first/last tensors) but is not a full content hash.
-    """
-    folder = Path(path)
-    config = folder / "config.json"
-    if not config.is_file():
-        raise FrankenscopeError(f"{folder}: not a model folder (no config.json)")
-    h = hashlib.sha256()
-    h.update(config.read_bytes())
-    for f in sorted(folder.glob("*.safetensors")):
-        size = f.stat().st_size
-        with open(f, "rb") as fh:
-            head = fh.read(_MIB)
-            fh.seek(max(0, size - _MIB))
-            tail = fh.read(_MIB)
-        h.update(f"\n{f.name}\n{size}\n".encode())
-        h.update(hashlib.sha256(head).hexdigest().encode())
-        h.update(hashlib.sha256(tail).hexdigest().encode())
-    return h.hexdigest()
+    return full(path)

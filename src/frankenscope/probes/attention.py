@@ -98,11 +98,7 @@ def response_attention(model: nn.Module, processor: Any, adapter: VLMAdapter, pr
     if not spans:
         raise FrankenscopeError("the prompt has no image tokens")
     resp = torch.tensor([list(response_ids)], dtype=enc["input_ids"].dtype, device=device)
-    full = dict(enc)
-    full.pop("attention_mask", None)
-    full["input_ids"] = torch.cat([enc["input_ids"], resp], dim=1)
-    if "mm_token_type_ids" in enc:
-        full["mm_token_type_ids"] = torch.cat([enc["mm_token_type_ids"], torch.zeros_like(resp)], dim=1)
+    full = adapter.append_text_tokens({k: v for k, v in enc.items() if k != "attention_mask"}, resp)
     positions = adapter.position_ids(model, full)
     img = torch.zeros(full["input_ids"].shape[1], dtype=torch.bool, device=device)
     for a, b in spans:

@@ -17,8 +17,9 @@ ATTENTION_TASKS = ("more_than", "digit_sum")
 
 
 def _fail(e: Exception) -> None:
+    """Print the error and exit: 2 for usage and input errors, 1 for runtime failures."""
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=getattr(e, "exit_code", 1))
 
 
 def _tasks(spec: str | None) -> list[str] | None:

@@ -26,6 +26,25 @@ def _layers(spec: str | None, n_layers: int) -> list[int]:
     return parse_layers(spec, n_layers)
 
 
+def _check_inputs(models: list[str], n: int | None, layers: str | None = None) -> None:
+    """Validate what a probe needs before anything is written or loaded: n >= 1, every model, and the
+    layer spec against each local model's config (text_config.num_hidden_layers)."""
+    import json
+
+    from frankenscope.loading import check_model_source
+
+    if n is not None and n < 1:
+        raise FrankenscopeError(f"n must be >= 1, got {n}")
+    for model in models:
+        check_model_source(model)
+        cfg_file = Path(model) / "config.json"
+        if cfg_file.is_file():
+            cfg = json.loads(cfg_file.read_text())
+            n_layers = (cfg.get("text_config") or {}).get("num_hidden_layers") or cfg.get("num_hidden_layers")
+            if isinstance(n_layers, int):
+                _layers(layers, n_layers)
+
+
 def probe_style(prompt_style: str | PromptStyle | None = "plain", system: str | None = None) -> PromptStyle:
     """The prompt style of a probe: a style name or .json file (as in evaluation); `system`, when given,
     replaces the style's system prompt (the older `--system` option)."""
@@ -110,6 +129,7 @@ def run_localize_vision(model: str, out: str | Path, *, pairs: str = "organism",
     )
 
     out = Path(out)
+    _check_inputs([model], n, layers)
     if pairs == "organism":
         inputs = organism_probe_inputs(tasks, n or 50, seed)
         source = f"organism probe pairs (n={n or 50} per task, seed {seed})"
@@ -144,6 +164,7 @@ def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organ
     from frankenscope.probes.skip import localize_reasoning, write_localize_reasoning
 
     out = Path(out)
+    _check_inputs([model], n, layers)
     items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=REASONING_TASKS, n=n, seed=seed,
                                        data_root=data_root, prompts=dataset_prompts)
     style = probe_style(prompt_style, system)
@@ -175,6 +196,7 @@ def run_attention(models: dict[str, str], out: str | Path, *, dataset: str = "or
     out = Path(out)
     if not models:
         raise FrankenscopeError("no models given")
+    _check_inputs(list(models.values()), n, layers)
     items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=ATTENTION_TASKS, n=n, seed=seed,
                                        data_root=data_root, prompts=dataset_prompts)
     style = probe_style(prompt_style, system)

@@ -159,12 +159,8 @@ def encode_pair(model: nn.Module, processor: Any, adapter: VLMAdapter, pair: Pro
                                 "exactly one image")
     n_t = spans_t[0][1] - spans_t[0][0]
     n_s = sum(e - s for s, e in spans_s)
-    grid_t = enc_t.get("image_grid_thw")
-    grid_s = enc_s.get("image_grid_thw")
-    same_grid = grid_t is None or grid_s is None or torch.equal(grid_t, grid_s)
-    if n_t != n_s or not same_grid or spans_t != spans_s:
-        gt = "" if grid_t is None else f" (grid {'x'.join(map(str, grid_t[0].tolist()))})"
-        gs = "" if grid_s is None else f" (grid {'x'.join(map(str, grid_s[0].tolist()))})"
+    if n_t != n_s or not adapter.same_image_layout(enc_t, enc_s) or spans_t != spans_s:
+        gt, gs = _layout_note(adapter, enc_t), _layout_note(adapter, enc_s)
         hint = ("" if resize_source else "; pass --resize-source (resize_source=True) to resize the source image "
                 "to the target's size before encoding")
         raise FrankenscopeError(
@@ -177,19 +173,23 @@ def encode_pair(model: nn.Module, processor: Any, adapter: VLMAdapter, pair: Pro
                        prompt_len=int(enc_t["input_ids"].shape[1]), positions=adapter.position_ids(model, enc_t))
 
 
+def _layout_note(adapter: VLMAdapter, enc: dict[str, torch.Tensor]) -> str:
+    """' (grid 1x4x4)': the image layout values of one encoding (its first image), for error messages."""
+    vals = ["x".join(map(str, enc[k][0].tolist())) for k in adapter.image_layout_keys if enc.get(k) is not None]
+    return f" (grid {', '.join(vals)})" if vals else ""
+
+
 # --------------------------------------------------------------------------- prompt passes
 
-_SEQ_KEYS = ("input_ids", "mm_token_type_ids", "token_type_ids")
 
+def _prefill(model: nn.Module, adapter: VLMAdapter, enc: dict[str, torch.Tensor], positions: torch.Tensor,
+             cache: DynamicCache, end: int | None = None) -> torch.Tensor:
+    """One prompt pass over positions [0, end) filling `cache`; returns the last position's logits [B, vocab].
 
-def _prefill(model: nn.Module, enc: dict[str, torch.Tensor], positions: torch.Tensor, cache: DynamicCache,
-             end: int | None = None) -> torch.Tensor:
-    """One prompt pass over positions [0, end) filling `cache`; returns the last position's logits [B, vocab]."""
+    The adapter says which inputs run along the sequence (cut at `end`)."""
     kwargs = {k: v for k, v in enc.items() if k != "attention_mask"}
     if end is not None:
-        for k in _SEQ_KEYS:
-            if k in kwargs:
-                kwargs[k] = kwargs[k][:, :end]
+        kwargs = adapter.truncate_inputs(kwargs, end)
     pos = positions[..., :end] if end is not None else positions
     out = model(**kwargs, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
     return out.logits[:, -1]
@@ -281,11 +281,11 @@ def naive_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair
     layers = sorted(layers)
     total = ep.prompt_len
     with capture_projections(model, adapter, range(layers[0], n_layers), span=ep.span) as src_kv:
-        _prefill(model, ep.source, ep.positions, DynamicCache(), end=i1)
+        _prefill(model, adapter, ep.source, ep.positions, DynamicCache(), end=i1)
     # The clean target pass goes first into a plain cache: its keys give the buffer shapes.
     clean_cache = DynamicCache()
     with record_layer_inputs(model, adapter, [0]) as rec:
-        clean_logits = _prefill(model, ep.target, ep.positions, clean_cache)
+        clean_logits = _prefill(model, adapter, ep.target, ep.positions, clean_cache)
     n_rows = len(layers) + 1
     bufs = _buffers(clean_cache, n_rows, total + decode_tokens)
     for (bk, bv), layer in zip(bufs, clean_cache.layers, strict=True):
@@ -354,14 +354,14 @@ def fast_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair,
     src_cache = DynamicCache()
     if mode == "single":
         with capture_projections(model, adapter, layers, span=ep.span) as src_kv:
-            _prefill(model, ep.source, ep.positions, src_cache, end=i1)
+            _prefill(model, adapter, ep.source, ep.positions, src_cache, end=i1)
     else:
         src_kv = {}
-        _prefill(model, ep.source, ep.positions, src_cache, end=i1)
+        _prefill(model, adapter, ep.source, ep.positions, src_cache, end=i1)
     # 2. Clean target: record each swap layer's input at [start, P) and layer `first`'s call kwargs.
     clean_cache = DynamicCache()
     with record_layer_inputs(model, adapter, layers, positions=slice(start, total), keep_kwargs=[first]) as rec:
-        clean_logits = _prefill(model, ep.target, ep.positions, clean_cache)
+        clean_logits = _prefill(model, adapter, ep.target, ep.positions, clean_cache)
     kwargs = _layer_kwargs(rec.kwargs[first], start, total)
     mask = _suffix_mask(model, rec.hidden[first], start, total)
 

@@ -1,12 +1,17 @@
 """Run every analysis of a study as resumable units, one result file each.
 
-A unit is done when its result file exists (results are written atomically, last); a rerun skips
-done units, and an interrupted unit is simply run again (fine-grained evaluation resumes from its
-response cache).
+A unit is done when its marker OUT/<unit>/done.json exists and records the unit's current key: a
+hash of the unit's settings (`unit_settings`) and of its inputs' fingerprints (the full content of
+every model weight file, and the file list of every data path). The marker is written last, after
+the unit's results, figures and tables, and removed before a unit runs, so a unit killed at any
+point is run again. A rerun skips done units and reruns units whose settings or inputs changed (it
+says so); an interrupted unit is simply run again (fine-grained evaluation resumes from its response
+cache). The hybrids unit re-merges its models when the donors or the partition changed.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,11 +20,31 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from frankenscope.io import write_result
+from frankenscope.io import (
+    fault_point,
+    read_json,
+    sha256_text,
+    tree_fingerprint,
+    write_json_atomic,
+    write_result,
+)
 from frankenscope.study.config import StudyConfig
 
 STUDY_SCHEMA_VERSION = 1
 HYBRID_PLANS = ("IN:RL:RL", "IN:IN:RL", "RL:RL:IN", "RL:IN:IN", "IN:RL:IN", "RL:IN:RL")
+#: The marker of a finished unit, written last.
+DONE_FILE = "done.json"
+#: Config sections a unit does not depend on (everything else in the config is part of its settings,
+#: so a new config field reruns every unit unless it is listed here).
+UNIT_IGNORES: dict[str, tuple[str, ...]] = {
+    "finegrained": ("probes", "freeze", "partition", "non_layer_from"),
+    "attention": ("freeze", "partition", "non_layer_from"),
+    "localize-vision": ("freeze", "partition", "non_layer_from"),
+    "localize-reasoning": ("freeze", "partition", "non_layer_from"),
+    "diff": ("evaluation", "probes", "freeze", "non_layer_from"),
+    "hybrids": ("probes", "freeze"),
+    "freeze": ("probes",),
+}
 
 
 @dataclass
@@ -65,9 +90,17 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
         paths["base"], paths["in"], paths["rl"], folder, partition_spec=cfg.partition, progress=progress)))
 
     def hybrids(folder: Path) -> Any:
-        if not all((folder / "models" / plan_dir(p) / "config.json").is_file() for p in HYBRID_PLANS):
+        from frankenscope.evaluate.cache import model_fingerprint
+
+        key_file = folder / "models" / "merge-key.json"
+        key = {"IN": model_fingerprint(paths["in"]), "RL": model_fingerprint(paths["rl"]), "plans": HYBRID_PLANS,
+               "partition": cfg.partition, "non_layer_from": cfg.non_layer_from}
+        done = all((folder / "models" / plan_dir(p) / "config.json").is_file() for p in HYBRID_PLANS)
+        if not done or read_json(key_file) != json.loads(json.dumps(key)):  # reuse merges of these donors only
+            key_file.unlink(missing_ok=True)
             merge_all_hybrids({"IN": paths["in"], "RL": paths["rl"]}, folder / "models", plans=HYBRID_PLANS,
                               partition_spec=cfg.partition, non_layer_from=cfg.non_layer_from, progress=progress)
+            write_json_atomic(key_file, key)
         hy = [str(folder / "models" / plan_dir(p)) for p in HYBRID_PLANS]
         return fg([paths["in"], *hy, paths["rl"]], ["IN", *HYBRID_PLANS, "RL"],
                   [styles["in"]] * (len(hy) + 1) + [styles["rl"]])(folder)
@@ -246,26 +279,73 @@ def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False)
             Unit("localize-reasoning", "summary.json", per_model("localize-reasoning", reasoning))]
 
 
+def unit_settings(cfg: StudyConfig, unit: str) -> dict[str, Any]:
+    """The part of the config a unit depends on: all of it but the name and `UNIT_IGNORES[unit]`."""
+    ignored = {"name", *UNIT_IGNORES.get(unit, ())}
+    return {k: v for k, v in cfg.model_dump(by_alias=True).items() if k not in ignored}
+
+
+def input_fingerprints(cfg: StudyConfig) -> dict[str, Any]:
+    """Fingerprints of the study's inputs: each model's full weight content (`model_fingerprint`; a hub
+    id stands for itself) and each data path named in the config (`io.tree_fingerprint`)."""
+    from frankenscope.evaluate.cache import model_fingerprint
+
+    out: dict[str, Any] = {}
+    for k, spec in cfg.models().items():
+        out[k] = model_fingerprint(spec.path) if Path(spec.path).is_dir() else f"id:{spec.path}"
+    for name, value in (("evaluation.data", cfg.evaluation.data), ("probes.data", cfg.probes.data),
+                        ("probes.pairs", cfg.probes.pairs), ("probes.reasoning_dataset", cfg.probes.reasoning_dataset),
+                        ("probes.attention_dataset", cfg.probes.attention_dataset)):
+        if value and Path(value).exists():
+            out[name] = tree_fingerprint(value)
+    return out
+
+
+def unit_key(cfg: StudyConfig, unit: str, inputs: dict[str, Any]) -> str:
+    """sha256 of a unit's settings and input fingerprints (recorded in its done marker)."""
+    return sha256_text(json.dumps({"unit": unit, "settings": unit_settings(cfg, unit), "inputs": inputs},
+                                  sort_keys=True, default=str))
+
+
 def run_study(cfg: StudyConfig, out: str | Path, *, progress: bool = True,
               log: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Run (or resume) every unit under OUT/<unit>/, then write OUT/study.json and the report."""
+    """Run (or resume) every unit under OUT/<unit>/, then write OUT/study.json and the report.
+
+    Every model is checked before anything is written; a unit is skipped only when its done marker
+    records its current key (`unit_key`), see the module docstring.
+    """
+    from frankenscope.loading import check_model_source
     from frankenscope.study.report import write_report
 
     out = Path(out)
+    for spec in cfg.models().values():
+        check_model_source(spec.path)
+    inputs = input_fingerprints(cfg)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     units = study_units(cfg, out, progress=False, log=log)
     t_all = time.time()
     for unit in tqdm(units, desc="study", unit="unit", disable=not progress):
         folder = out / unit.name
-        if (folder / unit.result).is_file():
+        key = unit_key(cfg, unit.name, inputs)
+        marker = read_json(folder / DONE_FILE)
+        if isinstance(marker, dict) and marker.get("key") == key:
             rows.append({"unit": unit.name, "status": "skipped (done)", "wall_s": 0.0})
             log(f"[{unit.name}] done before, skipping")
             continue
         t0 = time.time()
-        log(f"[{unit.name}] running")
+        if marker is not None:
+            log(f"[{unit.name}] settings or inputs changed since its last run: running again")
+        elif (folder / unit.result).is_file():
+            log(f"[{unit.name}] the last run did not finish (or predates done markers): running again")
+        else:
+            log(f"[{unit.name}] running")
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / DONE_FILE).unlink(missing_ok=True)
         unit.run(folder)
+        fault_point("study:unit_ran")
+        write_json_atomic(folder / DONE_FILE, {"kind": "study-unit", "unit": unit.name, "key": key,
+                                               "settings": unit_settings(cfg, unit.name), "inputs": inputs})
         rows.append({"unit": unit.name, "status": "ran", "wall_s": round(time.time() - t0, 1)})
         log(f"[{unit.name}] finished in {time.time() - t0:.0f}s")
     summary = {"config": cfg.model_dump(by_alias=True), "units": rows, "wall_s": round(time.time() - t_all, 1)}

@@ -28,6 +28,7 @@ from typing import Any
 
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.metrics import ALPHA, holm, paired_binary, paired_continuous, wilson_interval
+from frankenscope.io import safe_filename
 from frankenscope.weights.partition import partition
 
 METRICS = ("M_vis", "M_v2r", "M_rea")
@@ -186,7 +187,7 @@ def indicators_from_records(records: list[dict[str, Any]]) -> dict[str, dict[str
 
 def _paired(unit: Path, a: str, b: str, metric: str) -> dict[str, Any] | None:
     """Paired B - A on one metric's items graded for both (None when either model's records are missing)."""
-    docs = [_load(unit / "models" / f"{label}.json") for label in (a, b)]
+    docs = [_load(unit / "models" / f"{safe_filename(label)}.json") for label in (a, b)]
     if any(d is None for d in docs):
         return None
     ia, ib = (indicators_from_records(d["records"])[metric] for d in docs)  # type: ignore[index]

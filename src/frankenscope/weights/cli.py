@@ -10,8 +10,9 @@ from frankenscope.errors import FrankenscopeError
 
 
 def _fail(e: Exception) -> None:
+    """Print the error and exit: 2 for usage and input errors, 1 for runtime failures."""
     typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=getattr(e, "exit_code", 1))
 
 
 def _fmt(x: float | None) -> str:
@@ -75,7 +76,8 @@ def diff_cmd(
 def merge_cmd(
     in_: Path = typer.Option(..., "--in", help="IN (SFT) model folder."),
     rl: Path = typer.Option(..., "--rl", help="RL model folder."),
-    out: Path = typer.Option(..., "--out", help="Output folder (with --all-hybrids: one subfolder per plan)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (with --all-hybrids: one subfolder per plan). An "
+                             "existing folder that is not an earlier merge is refused unless --overwrite."),
     plan: str | None = typer.Option(None, "--plan", help="Donors of early:mid:late, e.g. IN:RL:RL."),
     all_hybrids: bool = typer.Option(False, "--all-hybrids", help="Write the paper's six hybrids."),
     partition_spec: str = typer.Option("thirds", "--partition", help="LLM regions: thirds, 8,12,8, cuts:9,18, ..."),
@@ -86,13 +88,15 @@ def merge_cmd(
     shard_gb: float = typer.Option(2.0, "--shard-gb", help="Maximum shard size in GB (GiB)."),
     full_hash: bool = typer.Option(False, "--full-hash", help="Fingerprint donors by hashing every byte."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT even if it is not an earlier merge."),
 ) -> None:
     """Region-wise Frankenstein merge of an IN and an RL checkpoint into a loadable HF folder."""
     from frankenscope.weights.merge import merge, merge_all_hybrids
 
     donors = {"IN": in_, "RL": rl}
     kwargs = dict(partition_spec=partition_spec, non_layer_from=non_layer_from,
-                  shard_bytes=max(1, int(shard_gb * 1024**3)), full_hash=full_hash, progress=progress)
+                  shard_bytes=max(1, int(shard_gb * 1024**3)), full_hash=full_hash, progress=progress,
+                  overwrite=overwrite)
     try:
         if all_hybrids == (plan is not None):
             raise FrankenscopeError("give exactly one of --plan PLAN and --all-hybrids")

@@ -51,8 +51,6 @@ DEFAULT_MAX_SVD_ELEMENTS = 100_000_000
 #: matrices up to this many elements get their SVD in float64 (cheap, exact enough for the tests)
 FLOAT64_SVD_ELEMENTS = 1 << 20
 _CHUNK = 1 << 22  # elements per chunk when comparing two stored tensors
-ATTENTION_KEYS = ("q_proj", "k_proj", "v_proj", "o_proj", "qkv", "attn")
-MLP_KEYS = ("gate_proj", "up_proj", "down_proj", "fc1", "fc2", "mlp")
 SVD_METHODS = ("svd", "gram")
 
 
@@ -185,16 +183,6 @@ def spectral_metrics(d: torch.Tensor, top_k: int = DEFAULT_TOP_K, method: str = 
 # ------------------------------------------------------------------------------------------
 # classification
 # ------------------------------------------------------------------------------------------
-def matrix_kind(name: str) -> str:
-    """'attention' (q/k/v/o projections, qkv, attn), 'mlp' (gate/up/down, fc1/fc2, mlp) or 'other'."""
-    n = name.lower()
-    if any(k in n for k in ATTENTION_KEYS):
-        return "attention"
-    if any(k in n for k in MLP_KEYS):
-        return "mlp"
-    return "other"
-
-
 def is_selected(name: str) -> bool:
     """The reference selection: the name contains 'weight' and not 'norm' (case-insensitive)."""
     n = name.lower()
@@ -370,7 +358,7 @@ def diff(checkpoints: Mapping[str, str | Path], deltas: Sequence[tuple[str, str,
             "dtype": {role: str(r.dtype(name)).removeprefix("torch.") for role, r in readers.items()},
             "component": loc.component, "layer": loc.layer, "unified_index": loc.unified_index(n_vis),
             "region": region_of.get(loc.layer) if loc.component == "llm" else None,
-            "kind": matrix_kind(name), "selected": selected, "spectral": want_svd, "stats": {},
+            "kind": first.adapter.matrix_kind(name), "selected": selected, "spectral": want_svd, "stats": {},
         }
         held: dict[str, torch.Tensor] = {}
         for i, (label, ra, rb) in enumerate(deltas):

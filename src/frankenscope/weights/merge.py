@@ -13,8 +13,10 @@ comes from one donor, `non_layer_from`:
 The config, generation config and processor/tokenizer files also come from the non-layer donor.
 
 Safety: donors must agree on architecture, layer counts, canonical tensor names, shapes and dtypes;
-this is checked before anything is written. The output folder is built in a temporary sibling and
-renamed into place only when complete (`atomic_dir`), so a failed merge leaves nothing behind.
+this is checked before anything is written. An existing non-empty output folder is replaced only when
+it is an earlier merge (it holds a merge.json of kind "merge") or `overwrite` is set; anything else is
+refused. The output folder is built in a temporary sibling and swapped into place only when complete
+(`atomic_dir`), so a failed or killed merge leaves the previous output (or nothing) behind.
 
 Streaming: tensor bytes are copied straight from the donor's safetensors file into the output shard
 (in 16 MiB pieces, no decoding), so the merge is bit-exact by construction and needs almost no memory.
@@ -34,7 +36,7 @@ from typing import Any
 import yaml
 
 from frankenscope.errors import FrankenscopeError
-from frankenscope.io import atomic_dir, write_result, write_text_atomic
+from frankenscope.io import atomic_dir, check_out, fault_point, output_of, write_result, write_text_atomic
 from frankenscope.weights.partition import REGIONS, partition
 from frankenscope.weights.reader import INDEX_FILE, SINGLE_FILE, CheckpointReader, TensorEntry
 
@@ -108,12 +110,18 @@ def validate_donors(readers: Mapping[str, CheckpointReader]) -> None:
                                         f"{lab} {eb.dtype_code} (cast one donor first)")
 
 
-def _check_out(out: Path, readers: Mapping[str, CheckpointReader]) -> None:
+def is_merge_output(path: Path) -> bool:
+    """True for a folder written by an earlier merge (merge.json of kind "merge")."""
+    return output_of(path, "merge.json", "merge")
+
+
+def _check_out(out: Path, readers: Mapping[str, CheckpointReader], overwrite: bool = False) -> None:
     o = out.resolve()
     for lab, rd in readers.items():
         f = rd.folder.resolve()
         if o == f or f in o.parents or o in f.parents:
             raise FrankenscopeError(f"output {out} overlaps donor {lab} ({rd.folder}); choose another folder")
+    check_out(out, own=is_merge_output, overwrite=overwrite)
 
 
 def _source_plan(readers: Mapping[str, CheckpointReader], regions: dict[str, str], layers: dict[str, list[int]],
@@ -168,6 +176,7 @@ def write_safetensors_streaming(path: Path, items: Sequence[tuple[str, TensorEnt
                         raise FrankenscopeError(f"{e.file}: ends inside tensor {e.disk_name!r} (truncated file?)")
                     out.write(block)
                     left -= len(block)
+            fault_point("merge:tensor")
     return offset
 
 
@@ -256,14 +265,15 @@ def _resolve(readers: Mapping[str, CheckpointReader], plan: str, partition_spec:
 
 
 def _write_merge(readers: Mapping[str, CheckpointReader], plan: str, out: Path, partition_spec: str,
-                 non_layer_from: str, shard_bytes: int, progress: bool, inputs: dict[str, Any]) -> Path:
+                 non_layer_from: str, shard_bytes: int, progress: bool, inputs: dict[str, Any],
+                 overwrite: bool = False) -> Path:
     t0 = time.time()
     regions, layers, non_layer = _resolve(readers, plan, partition_spec, non_layer_from)
     items = _source_plan(readers, regions, layers, non_layer)
     shards = _shards(items, shard_bytes)
     paths = {lab: str(rd.path) for lab, rd in readers.items()}
     meta = {"format": "pt", "frankenscope_merge": plan, "partition": partition_spec, "non_layer_donor": non_layer}
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, own=is_merge_output, overwrite=overwrite) as tmp:
         copied = _copy_side_files(readers[non_layer].folder, tmp)
         weight_map: dict[str, str] = {}
         total = 0
@@ -305,24 +315,26 @@ def _write_merge(readers: Mapping[str, CheckpointReader], plan: str, out: Path, 
 
 def merge(donors: Mapping[str, str | Path], plan: str, out: str | Path, *, partition_spec: str = "thirds",
           non_layer_from: str = "early", shard_bytes: int = DEFAULT_SHARD_BYTES, full_hash: bool = False,
-          architecture: str | None = None, progress: bool = True) -> Path:
+          architecture: str | None = None, progress: bool = True, overwrite: bool = False) -> Path:
     """Write the hybrid `plan` (early:mid:late donors, e.g. 'IN:RL:RL') of `donors` as an HF folder at out.
 
     donors: label -> model folder, e.g. {"IN": ..., "RL": ...}. Everything is validated (donors, plan,
-    partition, non_layer_from, output location) before the first byte is written.
+    partition, non_layer_from, output location) before the first byte is written. An existing non-empty
+    `out` that is not an earlier merge is refused unless `overwrite`.
     """
     out = Path(out)
     readers = _prepare(donors, architecture)
     _resolve(readers, plan, partition_spec, non_layer_from)
-    _check_out(out, readers)
+    _check_out(out, readers, overwrite)
     inputs = {lab: rd.describe(full_hash) for lab, rd in readers.items()}
-    return _write_merge(readers, plan, out, partition_spec, non_layer_from, shard_bytes, progress, inputs)
+    return _write_merge(readers, plan, out, partition_spec, non_layer_from, shard_bytes, progress, inputs, overwrite)
 
 
 def merge_all_hybrids(donors: Mapping[str, str | Path], out: str | Path, *, plans: Sequence[str] = PAPER_PLANS,
                       partition_spec: str = "thirds", non_layer_from: str = "early",
                       shard_bytes: int = DEFAULT_SHARD_BYTES, full_hash: bool = False,
-                      architecture: str | None = None, progress: bool = True) -> list[Path]:
+                      architecture: str | None = None, progress: bool = True,
+                      overwrite: bool = False) -> list[Path]:
     """Every plan (default: the paper's six) into OUT/<plan with ':' -> '_'>/; all validated first."""
     out = Path(out)
     readers = _prepare(donors, architecture)
@@ -330,7 +342,7 @@ def merge_all_hybrids(donors: Mapping[str, str | Path], out: str | Path, *, plan
         raise FrankenscopeError(f"plans must be given and distinct: {list(plans)}")
     for plan in plans:
         _resolve(readers, plan, partition_spec, non_layer_from)
-        _check_out(out / plan_dirname(plan), readers)
+        _check_out(out / plan_dirname(plan), readers, overwrite)
     inputs = {lab: rd.describe(full_hash) for lab, rd in readers.items()}
     return [_write_merge(readers, plan, out / plan_dirname(plan), partition_spec, non_layer_from, shard_bytes,
-                         progress, inputs) for plan in plans]
+                         progress, inputs, overwrite) for plan in plans]

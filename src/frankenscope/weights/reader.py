@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from frankenscope.adapters import ParamLocation, VLMAdapter, get_adapter
 from frankenscope.errors import FrankenscopeError
@@ -71,6 +71,20 @@ class TensorEntry:
         return ST_DTYPES[self.dtype_code][0]
 
 
+#: Pickle-based checkpoint formats, never loaded (unpickling can run arbitrary code).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def no_safetensors_message(folder: Path) -> str:
+    """The error for a model folder without safetensors weights (with a conversion hint for .bin)."""
+    pickles = sorted(p.name for p in folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES)) if folder.is_dir() else []
+    found = f" (found {', '.join(pickles[:3])}{' ...' if len(pickles) > 3 else ''})" if pickles else ""
+    return (f"{folder}: no {SINGLE_FILE} or {INDEX_FILE}{found}; frankenscope reads safetensors only, because "
+            f"loading pickle checkpoints can run code. Convert it once where you trust the file: "
+            f"AutoModelForImageTextToText.from_pretrained(FOLDER).save_pretrained(NEW_FOLDER, "
+            f"safe_serialization=True), and copy the processor files")
+
+
 def read_header(file: str | Path) -> tuple[dict[str, dict[str, Any]], dict[str, str], int]:
     """Parse a safetensors header: ({name: {dtype, shape, data_offsets}}, metadata, data start byte)."""
     file = Path(file)
@@ -85,12 +99,35 @@ def read_header(file: str | Path) -> tuple[dict[str, dict[str, Any]], dict[str, 
             header = json.loads(f.read(n))
     except FileNotFoundError as e:
         raise FrankenscopeError(f"{file}: weight file not found") from e
+    except OSError as e:
+        raise FrankenscopeError(f"{file}: cannot read ({e})") from e
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise FrankenscopeError(f"{file}: unreadable safetensors header ({e})") from e
     if not isinstance(header, dict):
         raise FrankenscopeError(f"{file}: safetensors header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
     return header, metadata, 8 + n
+
+
+def check_safetensors_file(file: str | Path) -> dict[str, dict[str, Any]]:
+    """Parse the header of a safetensors file and check that every tensor's bytes lie inside the file
+    (a truncated download or copy fails here, naming the file); returns the header's tensors."""
+    file = Path(file)
+    header, _, base = read_header(file)
+    size = file.stat().st_size
+    end = base
+    for name, info in header.items():
+        try:
+            s, e = info["data_offsets"]
+            s, e = int(s), int(e)
+        except (KeyError, TypeError, ValueError) as err:
+            raise FrankenscopeError(f"{file}: malformed header entry for {name!r}") from err
+        if not 0 <= s <= e:
+            raise FrankenscopeError(f"{file}: tensor {name!r} has invalid data offsets [{s}, {e}]")
+        end = max(end, base + e)
+    if end > size:
+        raise FrankenscopeError(f"{file}: truncated ({size} bytes, the header needs {end}); copy or download it again")
+    return header
 
 
 def _nested(cfg: dict[str, Any], sub: str, *keys: str) -> int | None:
@@ -174,11 +211,11 @@ class CheckpointReader:
         if found:
             raise FrankenscopeError(
                 f"{self.folder}: {len(found)} .safetensors files but no {INDEX_FILE} saying which tensor is where")
-        raise FrankenscopeError(f"{self.folder}: no {SINGLE_FILE} or {INDEX_FILE} (only safetensors checkpoints "
-                                f"are read; convert .bin checkpoints with save_pretrained)")
+        raise FrankenscopeError(no_safetensors_message(self.folder))
 
     def _read_headers(self, files: list[Path], weight_map: dict[str, str] | None) -> None:
         for f in files:
+            check_safetensors_file(f)
             header, _, base = read_header(f)
             for disk, info in header.items():
                 if weight_map is not None and weight_map.get(disk) != f.name:
@@ -251,8 +288,11 @@ class CheckpointReader:
     def get(self, name: str) -> torch.Tensor:
         """One tensor, in its stored dtype (memory-mapped until touched; nothing else is loaded)."""
         e = self.entry(name)
-        with safe_open(str(e.file), framework="pt") as f:
-            return f.get_tensor(e.disk_name)
+        try:
+            with safe_open(str(e.file), framework="pt") as f:
+                return f.get_tensor(e.disk_name)
+        except (OSError, RuntimeError, ValueError, SafetensorError) as err:
+            raise FrankenscopeError(f"{e.file}: cannot read tensor {e.disk_name!r} ({err})") from err
 
     # -- config ---------------------------------------------------------------------------
     @property
