@@ -395,8 +395,8 @@ def test_accuracy_eval_is_cached_and_resumable(micro_dir: Path, tmp_path: Path,
 def test_describer_failure_is_reported_not_hinted(serve: Any, tmp_path: Path) -> None:
     from PIL import Image
 
-    from frankenscope.evaluate.run import _attach_descriptions
     from frankenscope.evaluate.finegrained import MetricSets
+    from frankenscope.evaluate.run import _attach_descriptions
 
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     srv = serve(lambda h: _reply(h, 500, b"{}"))
