@@ -436,7 +436,7 @@ def table(parts: dict[str, dict[str, Any]]) -> str:
 def prepare(args: argparse.Namespace, proc: Any) -> tuple[list[Any], list[Any], list[Any]]:
     """Organism probe pairs (tasks interleaved), and their target images as items with PNG files."""
     from frankenscope.data.schema import Item
-    from frankenscope.probes.swap import organism_probe_inputs
+    from frankenscope.organism.suite import probe_inputs as organism_probe_inputs
 
     need = max(args.pairs, args.skip_items, args.attn_items, args.prompts)
     per_task = math.ceil(need / 4)

@@ -39,8 +39,9 @@ from typing import Any
 import torch
 
 from frankenscope.adapters import get_adapter
+from frankenscope.organism.suite import probe_inputs as organism_probe_inputs
 from frankenscope.probes.hooks import capture_projections, swap_projections
-from frankenscope.probes.swap import encode_pair, organism_probe_inputs, sweep_pair
+from frankenscope.probes.swap import encode_pair, sweep_pair
 
 BIG_SIDE = 392
 

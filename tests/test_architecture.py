@@ -38,3 +38,78 @@ def test_public_api_names_resolve() -> None:
     for pkg in (ev, pr, st, wt):
         for name in pkg.__all__:
             assert getattr(pkg, name) is not None, (pkg.__name__, name)
+
+
+# --------------------------------------------------------------------------- import boundaries
+
+GENERIC = ("data", "probes", "evaluate", "weights")
+
+
+def _imports(path: Path, top_level_only: bool) -> set[str]:
+    """frankenscope modules imported by a source file (absolute imports; function-level ones unless
+    top_level_only)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    out: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("frankenscope"):
+            out.add(node.module)
+            out.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            out.update(a.name for a in node.names if a.name.startswith("frankenscope"))
+    return out
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def test_generic_layers_never_import_the_organism_or_a_cli_module() -> None:
+    bad = []
+    for pkg in GENERIC:
+        for f in sorted((SRC / pkg).rglob("*.py")):
+            for mod in _imports(f, top_level_only=False):
+                if mod.startswith("frankenscope.organism") or mod.split(".")[-1] == "cli" \
+                        or mod == "frankenscope.cli" or ".cli." in mod:
+                    bad.append(f"{f.relative_to(SRC)} imports {mod}")
+    for f in (SRC / "loading.py",):
+        bad += [f"loading.py imports {m}" for m in _imports(f, top_level_only=False)
+                if m.startswith("frankenscope.organism")]
+    assert not bad, "\n".join(bad)
+
+
+def test_no_import_cycles() -> None:
+    modules = {_module_name(f): f for f in SRC.rglob("*.py")}
+    graph = {}
+    for name, f in modules.items():
+        deps = set()
+        for m in _imports(f, top_level_only=True):
+            while m and m not in modules:
+                m = m.rpartition(".")[0]  # "pkg.mod.name" -> "pkg.mod"
+            if m and m != name:
+                deps.add(m)
+        graph[name] = deps
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(n: str, stack: list[str]) -> bool:
+        state[n] = 1
+        for d in graph[n]:
+            if state.get(d) == 1:
+                cycle.extend(stack[stack.index(d):] + [d] if d in stack else [n, d])
+                return True
+            if state.get(d) is None and visit(d, [*stack, d]):
+                return True
+        state[n] = 2
+        return False
+
+    for n in graph:
+        if state.get(n) is None and visit(n, [n]):
+            break
+    assert not cycle, " -> ".join(cycle)

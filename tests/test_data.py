@@ -15,10 +15,10 @@ from frankenscope.data.io import (
     load_image,
     load_items,
     load_probe_pairs,
-    write_suite,
 )
 from frankenscope.errors import FrankenscopeError
 from frankenscope.organism.processor import IMAGE_SIZE
+from frankenscope.organism.suite import write_suite
 from frankenscope.organism.tasks import (
     BACKGROUND,
     COLOURS,

@@ -17,6 +17,7 @@ from frankenscope.adapters import get_adapter
 from frankenscope.data.schema import Item, ProbePair
 from frankenscope.errors import FrankenscopeError
 from frankenscope.organism.model import build_organism, save_folder
+from frankenscope.organism.suite import probe_inputs as organism_probe_inputs
 from frankenscope.probes.attention import response_attention
 from frankenscope.probes.cli import attention_cmd, localize_app
 from frankenscope.probes.hooks import (
@@ -32,7 +33,6 @@ from frankenscope.probes.skip import row_gates, skip_generate
 from frankenscope.probes.swap import (
     answers_differ,
     encode_pair,
-    organism_probe_inputs,
     sweep_pair,
 )
 

@@ -91,13 +91,13 @@ def data_make(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT even if it is not an earlier suite."),
 ) -> None:
     """Draw the synthetic task suite: items/<task>/data.jsonl + PNGs and probe/<task>/data.jsonl (paper format)."""
-    from frankenscope.data.io import write_suite
+    from frankenscope.providers import suite as suite_provider
 
     if suite != "organism":
         _fail(FrankenscopeError(f"unknown suite {suite!r}; the built-in suite is 'organism'"))
     try:
         _check_n("--n", n)
-        path = write_suite(out, n_per_task=n, n_pairs=pairs, seed=seed, overwrite=overwrite)
+        path = suite_provider(suite).write_suite(out, n_per_task=n, n_pairs=pairs, seed=seed, overwrite=overwrite)
     except FrankenscopeError as e:
         _fail(e)
     summary = json.loads((path / "suite.json").read_text())

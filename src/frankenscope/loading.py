@@ -14,9 +14,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
 from frankenscope.adapters import VLMAdapter, architecture_of, get_adapter
 from frankenscope.errors import FrankenscopeError
-
-#: Processor classes that AutoProcessor does not know (it would silently return only the tokenizer).
-CUSTOM_PROCESSORS: dict[str, str] = {"OrganismProcessor": "frankenscope.organism.processor"}
+from frankenscope.providers import processor_class
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16, "float64": torch.float64, "auto": "auto"}
@@ -42,7 +40,7 @@ def load_processor(path: str | Path) -> Any:
     """The processor saved with a model; custom (unregistered) classes are loaded explicitly.
 
     `AutoProcessor` returns a bare tokenizer for an unregistered processor class; we read
-    `processor_config.json` first and load known custom classes ourselves.
+    `processor_config.json` first and load the classes registered in `frankenscope.providers` ourselves.
     """
     cfg_file = Path(path) / "processor_config.json"
     if cfg_file.is_file():
@@ -50,10 +48,8 @@ def load_processor(path: str | Path) -> Any:
             cls_name = json.loads(cfg_file.read_text()).get("processor_class")
         except json.JSONDecodeError as e:
             raise FrankenscopeError(f"{cfg_file}: not valid JSON ({e})") from e
-        if cls_name in CUSTOM_PROCESSORS:
-            import importlib
-
-            cls = getattr(importlib.import_module(CUSTOM_PROCESSORS[cls_name]), cls_name)
+        cls = processor_class(cls_name)  # classes AutoProcessor does not know (frankenscope.providers)
+        if cls is not None:
             return cls.from_pretrained(str(path))
     proc = AutoProcessor.from_pretrained(str(path))
     if not hasattr(proc, "image_processor"):

@@ -285,7 +285,7 @@ def _eval_data(ctx: Context) -> Path | None:
         return None
     suite = ctx.work / "suite"
     if not (suite / "suite.json").is_file():
-        from frankenscope.data.io import write_suite
+        from frankenscope.organism.suite import write_suite
 
         write_suite(suite, tasks=list(EVAL_TASKS), n_per_task=ctx.settings.n, n_pairs=0, seed=ctx.settings.seed)
     return suite

@@ -1,6 +1,5 @@
-"""Writing synthetic suites, and the one loader for items and probe pairs.
-
-Suite layout written by `write_suite` (all paths inside jsonl files are relative to that file's folder):
+"""The one loader for items and probe pairs, in the suite layout (all paths inside jsonl files are
+relative to that file's folder). A suite provider (e.g. the organism's `write_suite`) writes it:
 
     <out_dir>/
       suite.json                       seed, counts per task, sha256 of every jsonl, schema_version
@@ -27,7 +26,6 @@ from PIL import Image, UnidentifiedImageError
 
 from frankenscope.data.schema import ANSWER_TYPES, CATEGORIES, Item, ProbePair
 from frankenscope.errors import FrankenscopeError
-from frankenscope.io import atomic_dir, check_out, output_of, sha256_file, write_json_atomic
 
 _T = TypeVar("_T")  # anything with a `task` attribute (Item, ProbePair)
 
@@ -52,91 +50,6 @@ PROBE_ANSWER_TYPES = {"counting": "number", "ocr": "word", "grounding": "box", "
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=True) + "\n")
-
-
-def is_suite(path: Path) -> bool:
-    """True for a folder written by `write_suite` (suite.json of kind "frankenscope-suite")."""
-    return output_of(path, "suite.json", "frankenscope-suite")
-
-
-def write_suite(out_dir: str | Path, tasks: list[str] | None = None, n_per_task: int = 50,
-                n_pairs: int = 50, seed: int = 0, overwrite: bool = False) -> Path:
-    """Generate and write a synthetic suite (layout in the module docstring); return its folder.
-
-    tasks: item and/or probe task names (default: every item task and every probe task); a name that
-    is both (e.g. "counting") gets items and probe pairs. The folder is built in a temporary sibling
-    and swapped into place only when complete, replacing a previous suite at `out_dir`; any other
-    non-empty `out_dir` is refused unless `overwrite`.
-    Items and pairs use separate seed streams (see `generate_items`, `generate_probe_pairs`).
-    """
-    from frankenscope.organism.tasks import ITEM_TASKS, PROBE_TASKS, generate_items, generate_probe_pairs
-
-    if tasks is None:
-        item_tasks, probe_tasks = list(ITEM_TASKS), list(PROBE_TASKS)
-    else:
-        known = tuple(dict.fromkeys(ITEM_TASKS + PROBE_TASKS))
-        unknown = [t for t in tasks if t not in known]
-        if unknown:
-            raise FrankenscopeError(f"unknown task(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
-        item_tasks = [t for t in ITEM_TASKS if t in tasks]
-        probe_tasks = [t for t in PROBE_TASKS if t in tasks]
-    if n_per_task < 1:
-        raise FrankenscopeError(f"n_per_task must be >= 1, got {n_per_task}")
-    if n_pairs <= 0:
-        probe_tasks = []
-
-    out_dir = Path(out_dir)
-    check_out(out_dir, own=is_suite, overwrite=overwrite)
-    item_counts: dict[str, int] = {}
-    probe_counts: dict[str, int] = {}
-    hashes: dict[str, str] = {}
-    with atomic_dir(out_dir, own=is_suite, overwrite=overwrite) as tmp:
-        for task in item_tasks:
-            folder = tmp / "items" / task
-            (folder / "images").mkdir(parents=True)
-            rows = []
-            for item, img in generate_items(task, n_per_task, seed):
-                if img is not None:
-                    item.image = f"images/{item.id}.png"
-                    img.save(folder / item.image)
-                rows.append(item.to_dict())
-            _write_jsonl(folder / DATA_FILE, rows)
-            item_counts[task] = len(rows)
-        for task in probe_tasks:
-            folder = tmp / "probe" / task
-            (folder / "images").mkdir(parents=True)
-            rows = []
-            for pair, img_t, img_s in generate_probe_pairs(task, n_pairs, seed):
-                target, source = f"images/{pair.id}_t.png", f"images/{pair.id}_s.png"
-                img_t.save(folder / target)
-                img_s.save(folder / source)
-                rows.append({"id": pair.id, "task": pair.task, "target_image": target, "source_image": source,
-                             "prompt": pair.prompt, "meta": pair.meta})
-            _write_jsonl(folder / DATA_FILE, rows)
-            probe_counts[task] = len(rows)
-        for jsonl in sorted(tmp.glob(f"*/*/{DATA_FILE}")):
-            hashes[jsonl.relative_to(tmp).as_posix()] = sha256_file(jsonl)
-        write_json_atomic(tmp / "suite.json", {
-            "kind": "frankenscope-suite",
-            "schema_version": SUITE_SCHEMA_VERSION,
-            "seed": seed,
-            "n_per_task": n_per_task,
-            "n_pairs": n_pairs,
-            "items": item_counts,
-            "probe": probe_counts,
-            "sha256": hashes,
-        })
-    return out_dir
-
-
-# --------------------------------------------------------------------------- reading
 
 
 def _jsonl_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

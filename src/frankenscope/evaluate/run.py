@@ -53,6 +53,7 @@ from frankenscope.evaluate.finegrained import (
 from frankenscope.evaluate.prompts import PromptStyle, styles_for
 from frankenscope.evaluate.report import format_table, write_report
 from frankenscope.io import fault_point, safe_filename, write_result
+from frankenscope.providers import suite as suite_provider
 
 FINEGRAINED_SCHEMA_VERSION = 1
 PAPER_MAX_IMAGE_PIXELS = 1280 * 720
@@ -74,36 +75,6 @@ def _split(items: list[Item], n: int | None, seed: int, out: Path, name: str, us
     path = out / "splits" / split_file_name(name, n, seed)
     used.append(str(path.relative_to(out)))
     return subsample(items, n, seed, path, name=name)
-
-
-def organism_sets(out: Path, data: Path | None, n: int | None, n_per_task: int, seed: int,
-                  used: list[str]) -> tuple[MetricSets, Path]:
-    """Metric sets of the organism suite (drawn into out/suite unless `data` names a suite or item file)."""
-    from frankenscope.data.io import load_items, write_suite
-
-    prefix = "organism" if data is not None else f"organism{n_per_task}"
-    if data is None:
-        data = out / "suite"
-        meta_file = data / "suite.json"
-        current = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-        if current.get("seed") != seed or current.get("n_per_task") != n_per_task:
-            write_suite(data, n_per_task=n_per_task, n_pairs=0, seed=seed)
-    items = load_items(data)
-    vis = [it for it in items if it.category in ("perception", "v2r") and it.image is not None]
-    v2r = [it for it in items if it.category == "v2r" and it.image is not None]
-    rea = [it for it in items if it.category == "text" and it.image is None]
-    sets = MetricSets(vis=_split(vis, n, seed, out, f"{prefix}_vis", used),
-                      v2r=_split(v2r, n, seed, out, f"{prefix}_v2r", used),
-                      rea=_split(rea, n, seed, out, f"{prefix}_rea", used))
-    pooled = list({it.id: it for it in sets.vis + sets.v2r + sets.rea}.values())
-    sets.bench = {"suite": pooled}
-    sets.definitions = {
-        "vis": "organism items with an image, categories perception and v2r (image vs black image)",
-        "v2r": "organism items of category v2r (image vs black image + the generator's exact description)",
-        "rea": "organism items of category text (text only)",
-        "benchmark": "accuracy over every item of the three sets (image condition, text for text items)",
-    }
-    return sets, data
 
 
 def _dataset_dir(root: Path, key: str, from_hub: bool) -> Path:
@@ -366,7 +337,8 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
 
     split_files: list[str] = []
     if suite == "organism":
-        sets, data_path = organism_sets(out, data, n, n_per_task, seed, split_files)
+        sets, data_path = suite_provider(suite).metric_sets(
+            out, data, n_per_task, seed, lambda items, name: _split(items, n, seed, out, name, split_files))
         bench_label = "Suite accuracy (all items)"
     else:
         sets, data_path = paper_sets(out, data, n, seed, bench_names, dataset_prompts, from_hub, split_files)
@@ -521,9 +493,7 @@ def accuracy_eval(model: str, out: Path, *, suite: str = "organism", data: Path 
         except (OSError, ValueError):
             current = {}
         if not isinstance(current, dict) or current.get("seed") != seed:
-            from frankenscope.data.io import write_suite
-
-            write_suite(data, seed=seed)
+                suite_provider(suite).write_suite(data, seed=seed)
         items = load_items(data)
     if tasks:
         wanted = {t.strip() for t in tasks.split(",")}

@@ -20,7 +20,7 @@ _EXPORTS = {
                     _M + "hooks"),
     **dict.fromkeys(("localize_reasoning", "skip_generate", "write_localize_reasoning"), _M + "skip"),
     **dict.fromkeys(("EncodedPair", "ProbeInput", "encode_pair", "fast_prompt_variants", "file_probe_inputs",
-                     "localize_vision", "naive_prompt_variants", "organism_probe_inputs", "sweep_pair",
+                     "localize_vision", "naive_prompt_variants", "sweep_pair",
                      "write_localize_vision"), _M + "swap"),
     **dict.fromkeys(("run_attention", "run_localize_reasoning", "run_localize_vision"), _M + "run"),
 }

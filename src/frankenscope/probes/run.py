@@ -12,6 +12,7 @@ from frankenscope.data.io import first_n_per_task
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.prompts import PromptStyle, get_prompt_style
+from frankenscope.providers import suite as suite_provider
 
 #: Default organism tasks of each analysis.
 REASONING_TASKS = ("word_problem", "more_than", "digit_sum")
@@ -79,12 +80,12 @@ def load_dataset_items(dataset: str, out: Path, *, tasks: list[str] | None, defa
     """
     from frankenscope.data.datasets import DATASETS, dataset_folder
     from frankenscope.data.datasets import load_dataset_items as load_named
-    from frankenscope.data.io import load_items, write_suite
+    from frankenscope.data.io import load_items
 
     if dataset == "organism":
         wanted = tasks or list(default_tasks)
         suite = out / "suite"
-        write_suite(suite, tasks=wanted, n_per_task=n or 50, n_pairs=0, seed=seed)
+        suite_provider("organism").write_suite(suite, tasks=wanted, n_per_task=n or 50, n_pairs=0, seed=seed)
         items, source = load_items(suite), f"organism suite (seed {seed}) at {suite}"
     elif Path(dataset).exists():
         items, source = load_items(dataset), dataset
@@ -124,14 +125,13 @@ def run_localize_vision(model: str, out: str | Path, *, pairs: str = "organism",
     from frankenscope.probes.swap import (
         file_probe_inputs,
         localize_vision,
-        organism_probe_inputs,
         write_localize_vision,
     )
 
     out = Path(out)
     _check_inputs([model], n, layers)
     if pairs == "organism":
-        inputs = organism_probe_inputs(tasks, n or 50, seed)
+        inputs = suite_provider("organism").probe_inputs(tasks, n or 50, seed)
         source = f"organism probe pairs (n={n or 50} per task, seed {seed})"
     else:
         inputs, source = file_probe_inputs(pairs, tasks, n), pairs

@@ -90,17 +90,6 @@ class ProbeInput:
         return t, s
 
 
-def organism_probe_inputs(tasks: Sequence[str] | None = None, n: int = 50, seed: int = 0) -> list[ProbeInput]:
-    """The organism's probe pairs drawn in memory (`organism.tasks.generate_probe_pairs`), n per task."""
-    from frankenscope.organism.tasks import PROBE_TASKS, generate_probe_pairs
-
-    chosen = list(tasks) if tasks else list(PROBE_TASKS)
-    unknown = [t for t in chosen if t not in PROBE_TASKS]
-    if unknown:
-        raise FrankenscopeError(f"unknown organism probe task(s) {unknown}; known: {', '.join(PROBE_TASKS)}")
-    return [ProbeInput(p, t, s) for task in chosen for p, t, s in generate_probe_pairs(task, n, seed)]
-
-
 def file_probe_inputs(path: str, tasks: Sequence[str] | None = None, n: int | None = None) -> list[ProbeInput]:
     """Pairs from a jsonl file or folder in the paper's format (`data.io.load_probe_pairs`), optionally the
     first n of each task (the reference uses the first 50 rows)."""
