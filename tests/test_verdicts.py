@@ -250,7 +250,7 @@ def _hybrids(unit: Path, n: int, in_v2r: int, hy_v2r: int, in_rea: int, hy_rea: 
         return out
 
     _w(unit / "models" / "IN.json", {"records": recs(in_v2r, in_rea)})
-    _w(unit / "models" / "IN:RL:RL.json", {"records": recs(hy_v2r, hy_rea)})
+    _w(unit / "models" / "IN_RL_RL.json", {"records": recs(hy_v2r, hy_rea)})  # safe file name of IN:RL:RL
 
 
 @pytest.mark.parametrize("counts, verdict", [
