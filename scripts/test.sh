@@ -8,4 +8,4 @@ bash scripts/bootstrap.sh
 # vs 122 s on an idle 2-core machine), and with spare processes on the machine 2 spinning OpenMP threads
 # slowed the suite ~8x (15 min). An explicit OMP_NUM_THREADS wins.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest --durations=10 "$@"

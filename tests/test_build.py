@@ -12,6 +12,7 @@ from frankenscope.loading import load_model
 from frankenscope.organism import rl
 from frankenscope.organism.build import build
 
+pytestmark = pytest.mark.slow
 
 def _varying_reward(format_weight=0.1):
     """A stand-in reward that varies within each group, so GRPO advantages are non-zero even for an

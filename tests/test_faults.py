@@ -27,6 +27,8 @@ SRC = Path(frankenscope.__file__).resolve().parents[1]
 runner = CliRunner()
 
 
+pytestmark = pytest.mark.slow
+
 def _killed_run(args: list[Any], fault: str, script: str | None = None) -> subprocess.CompletedProcess:
     """Run the CLI (or a Python `script`) in a subprocess that kills itself at `fault`; assert it was killed."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),

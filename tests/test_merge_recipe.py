@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from frankenscope.organism.model import build_organism, save_folder
 from frankenscope.weights.merge import PAPER_PLANS, merge, merge_all_hybrids
 
+pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def donors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

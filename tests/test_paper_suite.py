@@ -13,6 +13,7 @@ import pytest
 import real_layouts as rl
 from frankenscope.evaluate.run import finegrained_eval
 
+pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory, micro_dir: Path) -> dict[str, dict]:

@@ -20,6 +20,7 @@ def demo_runs(tmp_path_factory):
     return out, first, second
 
 
+@pytest.mark.slow
 def test_micro_study_end_to_end(demo_runs):
     out, first, _ = demo_runs
     assert first.exit_code == 0, first.output
@@ -42,6 +43,7 @@ def test_micro_study_end_to_end(demo_runs):
     assert json.loads((out / "study" / "verdicts.json").read_text())["verdicts"][0]["claim"] == "P1"
 
 
+@pytest.mark.slow
 def test_rerun_skips_everything(demo_runs):
     out, _, second = demo_runs
     assert second.exit_code == 0, second.output

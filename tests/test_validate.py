@@ -32,6 +32,8 @@ FAST = ValidateSettings(n=2, max_new_tokens=8)
 FAULT = ValidateSettings(n=1, max_new_tokens=6)
 
 
+pytestmark = pytest.mark.slow
+
 def _sha_tree(root: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
