@@ -142,7 +142,7 @@ FILLER = " Please look at the whole picture carefully, then give the short final
 
 def pad_suffix(proc: Any, ad: Any, prompt: str, suffix: int) -> str:
     """`prompt` extended with a prefix of FILLER so that exactly `suffix` tokens follow the image span
-    (the prototype of fast-swap-sweep.md had a 44-token suffix after 196 image tokens)."""
+    (the scratch prototype of the fast sweep had a 44-token suffix after 196 image tokens)."""
     tok = proc.tokenizer
     end = tok.convert_tokens_to_ids("<|vision_end|>")
 

@@ -153,7 +153,7 @@ def test_swap_past_the_last_layer_changes_nothing(rand64, pairs):
 
 
 def test_hidden_state_replacement_equals_cumulative_kv_swap(rand64, pairs):
-    """DESIGN.md Fact 1: image hidden states replaced at the input of layer l == K/V swapped in all layers >= l."""
+    """Equivalence: image hidden states replaced at the input of layer l == K/V swapped in all layers >= l."""
     model, proc, ad = rand64
     n_layers = ad.num_layers(model)
     ep = _encode(rand64, pairs[1])

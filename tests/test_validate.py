@@ -116,7 +116,7 @@ def _run(sensitive_dir, tmp_path, check, settings=FAULT):
 
 
 def test_blind_fails_when_the_fast_swap_engine_masks_wrongly(sensitive_dir, tmp_path, monkeypatch):
-    """A fast engine without the offset causal mask (fast-swap-sweep pitfall 1) changes answers even when
+    """A fast engine without the offset causal mask (the fast sweep's first pitfall) changes answers even when
     source and target are identical: the blind check sees swaps change answers and fails."""
     monkeypatch.setattr(swap_mod, "_suffix_mask", lambda *a, **k: None)
     c, doc = _run(sensitive_dir, tmp_path, "blind")

@@ -120,7 +120,7 @@ DATASETS: dict[str, DatasetSpec] = {
         {"test": ("dataset.json", "data/dataset.json", "test.jsonl", "dataset.jsonl", "data/test-*.parquet",
                   "test-*.parquet")}, "test"),
 }
-#: The four benchmarks whose mean is the paper's "average benchmark accuracy" (paper-notes.md §2.3).
+#: The four benchmarks whose mean is the paper's "average benchmark accuracy".
 PAPER_BENCHMARKS = ("mathvista", "mathverse", "mathvision", "logicvista")
 
 

@@ -12,7 +12,7 @@ With A the image condition and B the control (black image, or black image + desc
 falls in one cell of the 2x2 table n_TT, n_TF, n_FT, n_FF (first letter: A right/wrong; second: B), so
 M_vis = n_TF / N and M_v2r = n_TT / N; acc_A = (n_TT + n_TF)/N, acc_B = (n_TT + n_FT)/N,
 net_gain = n_FT - n_TF, side_effect_rate = n_TF/(n_TT + n_TF) and lift_rate = n_FT/(n_FF + n_FT)
-(the reference code's transition statistics, reference-method.md §6.10; a rate with a zero
+(the reference code's transition statistics; a rate with a zero
 denominator is reported as 0).
 
 Ungraded items (an LLM judge that failed, a missing description) are neither right nor wrong: they

@@ -222,7 +222,7 @@ def replace_hidden_states(model: nn.Module, adapter: VLMAdapter, layer: int, spa
 
     This is the paper's own wording of the swap (hidden states of the visual tokens at one layer).
     With causal attention and identical text before the image it equals the cumulative K/V swap
-    from `layer` on (DESIGN.md Fact 1). Acts only on the prompt pass (sequence length == prompt_len).
+    from `layer` on (with causal attention and the same text before the image, image-token states depend only on that prefix and the image). Acts only on the prompt pass (sequence length == prompt_len).
     """
     i0, i1 = span
     target = adapter.decoder_layers(model)[_check_layers(adapter, model, [layer])[0]]

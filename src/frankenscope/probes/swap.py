@@ -9,14 +9,14 @@ come from the run on S instead of T:
   from hidden states that layer l's swapped attention has changed).
 
 Decoding then continues from that prompt cache; the swap is never re-applied at decode steps (the
-reference code re-appends source K/V at every step, reference-method.md §2.5).
+reference code re-appends source K/V at every step).
 
 Engines (both return, for every requested layer plus the unswapped run, the same greedy decode):
 
 * ``naive``: one full prompt pass per layer with `swap_projections` hooks on k_proj/v_proj. It is the
   oracle. (The vision tower runs once per image; the paper-style loop that also re-runs the vision
   tower and `generate` per layer lives in benchmarks/swap_sweep.py.)
-* ``fast`` (DESIGN.md §3.1): layers below l are identical to the clean target run, and positions before
+* ``fast`` (docs/analyses.md, "Engines"): layers below l are identical to the clean target run, and positions before
   the swapped span are identical in every layer, so per pair it needs one source pass over
   [0, image end), one clean target pass that records every layer's input at the positions that can
   change, and then a single triangular walk over the layers in which the variant "swap from l" joins
@@ -296,7 +296,7 @@ def _suffix_mask(model: nn.Module, like: torch.Tensor, start: int, total: int) -
     """Causal mask for queries at positions [start, total) over keys [0, total), in the format of the model's
     attention implementation. Built by transformers from a cache that already holds `start` positions,
     so the diagonal is offset correctly (passing None would make sdpa align `is_causal` top-left:
-    silently wrong, fast-swap-sweep.md pitfall 1)."""
+    silently wrong: the first pitfall of the fast sweep)."""
     text_cfg = model.config.get_text_config(decoder=True)
     probe = DynamicCache()
     stub = like.new_zeros(1, 1, start, 1)

@@ -9,7 +9,7 @@ Streaming: tensors are read one canonical name at a time from each checkpoint (`
 compared in row chunks, and dropped; only a tensor that gets an SVD is materialised as one float32
 delta. Peak memory is a few tensors, whatever the model size; the three models are never loaded.
 
-Which tensors (matches the reference selection, reference-method §4.2/§5):
+Which tensors (matches the reference code's selection):
   * every tensor gets per-tensor numbers (Frobenius norm, relative norm, max |delta|), so a diff of a
     checkpoint with itself can be checked to be zero *everywhere*, biases and norms included;
   * *selected* tensors (name contains "weight" and not "norm", case-insensitive) enter the per-layer,
