@@ -702,7 +702,7 @@ def uniform_mass(prompt_len: int, n_response: int, n_image: int) -> float:
 
 
 def check_attention(ctx: Context) -> CheckResult:
-    from frankenscope.data.io import load_image
+    from frankenscope.generation import load_image
     from frankenscope.probes.run import ATTENTION_TASKS, load_dataset_items, probe_style, run_attention
 
     s = ctx.settings

@@ -26,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 
 from frankenscope.data.schema import ANSWER_TYPES, CATEGORIES, Item, ProbePair
 from frankenscope.errors import FrankenscopeError
+from frankenscope.generation import load_image  # noqa: F401 - re-exported: the loader's image reader
 
 _T = TypeVar("_T")  # anything with a `task` attribute (Item, ProbePair)
 
@@ -223,18 +224,6 @@ def load_probe_pairs(path: str | Path) -> list[ProbePair]:
                 meta=meta,
             ))
     return pairs
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image file as RGB, fully loaded (the file is closed on return)."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError as e:
-        raise FrankenscopeError(f"image file not found: {path}") from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise FrankenscopeError(f"cannot read image {path}: {e}") from e
 
 
 def _image_size(path: str | Path) -> tuple[int, int]:

@@ -345,7 +345,7 @@ class LLMJudge:
 
 def image_data_url(path: str, max_pixels: int | None = None) -> str:
     """A PNG data URL of an image file (optionally downscaled to at most max_pixels)."""
-    from frankenscope.evaluate.runner import load_image
+    from frankenscope.generation import load_image
 
     buf = io.BytesIO()
     load_image(path, max_pixels).save(buf, format="PNG")

@@ -7,8 +7,6 @@ stand-in; `HFGenerator` is the transformers implementation (batched greedy decod
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -22,6 +20,7 @@ from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.extract import extract_answer, grade
 from frankenscope.evaluate.metrics import accuracy_summary
+from frankenscope.generation import left_padding, load_image, model_device, pad_token_id
 from frankenscope.io import sha256_text, write_result
 from frankenscope.loading import Loaded
 
@@ -54,29 +53,6 @@ def prompt_text(item: Item, use_description: bool = False) -> str:
             raise FrankenscopeError(f"item {item.id!r}: use_description needs a description, the item has none")
         return item.prompt
     return DESCRIPTION_PREFIX.format(description=item.description) + item.prompt
-
-
-def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
-    """An item's image as RGB; when w*h > max_pixels it is downscaled (LANCZOS) to fit, keeping the aspect."""
-    try:
-        with Image.open(path) as im:
-            img = im.convert("RGB")
-    except (OSError, ValueError) as e:
-        raise FrankenscopeError(f"{path}: cannot read image ({e})") from e
-    if max_pixels is not None and img.width * img.height > max_pixels:
-        scale = (max_pixels / (img.width * img.height)) ** 0.5
-        img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.Resampling.LANCZOS)
-    return img
-
-
-@contextmanager
-def _left_padding(tokenizer: Any) -> Iterator[None]:
-    old = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        yield
-    finally:
-        tokenizer.padding_side = old
 
 
 class HFGenerator:
@@ -119,19 +95,10 @@ class HFGenerator:
 
     @property
     def device(self) -> torch.device:
-        dev = getattr(self.model, "device", None)
-        return dev if isinstance(dev, torch.device) else next(self.model.parameters()).device
+        return model_device(self.model)
 
     def pad_token_id(self) -> int:
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = self.model.generation_config.pad_token_id
-        if pad is None:
-            eos = self.model.generation_config.eos_token_id
-            pad = eos[0] if isinstance(eos, (list, tuple)) else eos
-        if pad is None:
-            raise FrankenscopeError("neither the tokenizer nor the generation config define a pad or eos token")
-        return int(pad)
+        return pad_token_id(self.model, self.tokenizer)
 
     def generation_kwargs(self) -> dict[str, Any]:
         """The decoding settings passed to `generate` (recorded in result files)."""
@@ -165,7 +132,7 @@ class HFGenerator:
                    for s in range(0, len(idx), self.batch_size)]
         out = [""] * len(items)
         gen_kwargs = self.generation_kwargs()
-        with _left_padding(self.tokenizer), torch.inference_mode():
+        with left_padding(self.tokenizer), torch.inference_mode():
             for batch in tqdm(batches, desc="generate", unit="batch", disable=not self.progress, leave=False):
                 batch_images = None
                 if has_image[batch[0]]:

@@ -32,11 +32,10 @@ from frankenscope.adapters import VLMAdapter
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.metrics import bootstrap_ci, paired_difference
-from frankenscope.evaluate.runner import load_image
+from frankenscope.generation import left_padding, load_image, model_device, pad_token_id
 from frankenscope.io import sha256_text, write_result
 from frankenscope.probes.hooks import capture_attention
-from frankenscope.probes.skip import _pad_id
-from frankenscope.probes.swap import _device, eos_token_ids
+from frankenscope.probes.swap import eos_token_ids
 
 ATTENTION_SCHEMA_VERSION = 1
 
@@ -60,21 +59,17 @@ def generate_ids(model: nn.Module, processor: Any, adapter: VLMAdapter, items: S
     """Greedy response ids per item (left-padded batches), cut before the first EOS."""
     tokenizer = getattr(processor, "tokenizer", processor)
     eos = set(eos_token_ids(model, tokenizer))
-    device = _device(model)
+    device = model_device(model)
     out: list[list[int]] = []
     for s in range(0, len(items), batch_size):
         chunk = items[s:s + batch_size]
         prompts = [adapter.build_prompt(processor, it.prompt, 1, system) for it in chunk]
-        old = tokenizer.padding_side
-        tokenizer.padding_side = "left"
-        try:
+        with left_padding(tokenizer):
             enc = processor(text=prompts, images=list(images[s:s + batch_size]), return_tensors="pt", padding=True)
-        finally:
-            tokenizer.padding_side = old
         enc = {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
         with torch.inference_mode():
             gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, repetition_penalty=1.0,
-                                 pad_token_id=_pad_id(model, tokenizer))
+                                 pad_token_id=pad_token_id(model, tokenizer))
         for row in gen[:, enc["input_ids"].shape[1]:].tolist():
             ids = []
             for t in row:
@@ -89,7 +84,7 @@ def response_attention(model: nn.Module, processor: Any, adapter: VLMAdapter, pr
                        image: Image.Image, response_ids: Sequence[int], layers: Sequence[int],
                        system: str | None = None) -> tuple[list[float], list[float], int]:
     """(mass per layer, per-token mean per layer, |V|) for one teacher-forced prompt + response pass."""
-    device = _device(model)
+    device = model_device(model)
     prompt = adapter.build_prompt(processor, prompt_text, 1, system)
     enc = processor(text=[prompt], images=[image], return_tensors="pt")
     enc = {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}

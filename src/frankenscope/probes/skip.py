@@ -28,17 +28,12 @@ from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.extract import grade
 from frankenscope.evaluate.metrics import paired_difference
-from frankenscope.evaluate.runner import load_image
+from frankenscope.generation import left_padding, load_image, model_device, pad_token_id
 from frankenscope.io import sha256_text, write_result
 from frankenscope.probes.hooks import skip_layers
 from frankenscope.probes.swap import rate_summary
 
 REASONING_SCHEMA_VERSION = 1
-
-
-def _device(model: nn.Module) -> torch.device:
-    dev = getattr(model, "device", None)
-    return dev if isinstance(dev, torch.device) else next(model.parameters()).device
 
 
 def row_gates(n_items: int, layers: Sequence[int], device: torch.device | None = None) -> dict[int, torch.Tensor]:
@@ -51,18 +46,6 @@ def row_gates(n_items: int, layers: Sequence[int], device: torch.device | None =
         g[1 + i::width] = True
         gates[layer] = g
     return gates
-
-
-def _pad_id(model: nn.Module, tokenizer: Any) -> int:
-    pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = model.generation_config.pad_token_id
-    if pad is None:
-        eos = model.generation_config.eos_token_id
-        pad = eos[0] if isinstance(eos, (list, tuple)) else eos
-    if pad is None:
-        raise FrankenscopeError("neither the tokenizer nor the generation config define a pad or eos token")
-    return int(pad)
 
 
 def skip_generate(model: nn.Module, processor: Any, adapter: VLMAdapter, items: Sequence[Item],
@@ -85,16 +68,12 @@ def skip_generate(model: nn.Module, processor: Any, adapter: VLMAdapter, items: 
     kwargs: dict[str, Any] = {"text": prompts, "return_tensors": "pt", "padding": True}
     if n_img:
         kwargs["images"] = [im for im in imgs for _ in range(width)]
-    old = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
+    with left_padding(tokenizer):
         enc = processor(**kwargs)
-    finally:
-        tokenizer.padding_side = old
-    device = _device(model)
+    device = model_device(model)
     enc = {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
     gen = {"do_sample": False, "max_new_tokens": max_new_tokens, "repetition_penalty": 1.0,
-           "pad_token_id": _pad_id(model, tokenizer)}
+           "pad_token_id": pad_token_id(model, tokenizer)}
     with torch.inference_mode(), skip_layers(model, adapter, row_gates(len(items), layers, device)):
         out = model.generate(**enc, **gen)
     texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)

@@ -46,7 +46,7 @@ from transformers.cache_utils import DynamicLayer
 from transformers.masking_utils import create_causal_mask
 
 from frankenscope.adapters import VLMAdapter
-from frankenscope.data.io import first_n_per_task, load_image, load_probe_pairs
+from frankenscope.data.io import first_n_per_task, load_probe_pairs
 from frankenscope.data.schema import Item, ProbePair
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.extract import (
@@ -59,6 +59,7 @@ from frankenscope.evaluate.extract import (
     parse_box,
 )
 from frankenscope.evaluate.metrics import wilson_interval
+from frankenscope.generation import load_image, model_device
 from frankenscope.io import sha256_text, write_result
 from frankenscope.probes.hooks import (
     Span,
@@ -114,11 +115,6 @@ class EncodedPair:
     positions: torch.Tensor  # [3, 1, P] (M-RoPE) or [1, P]
 
 
-def _device(model: nn.Module) -> torch.device:
-    dev = getattr(model, "device", None)
-    return dev if isinstance(dev, torch.device) else next(model.parameters()).device
-
-
 def _encode(processor: Any, prompt: str, image: Image.Image, device: torch.device) -> dict[str, torch.Tensor]:
     enc = processor(text=[prompt], images=[image], return_tensors="pt")
     return {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
@@ -134,7 +130,7 @@ def encode_pair(model: nn.Module, processor: Any, adapter: VLMAdapter, pair: Pro
     unless resize_source is set: then the source image is resized (bicubic) to the target's pixel size
     before encoding. Pixels are never interpolated in token space (the reference's broken path).
     """
-    device = _device(model)
+    device = model_device(model)
     prompt = adapter.build_prompt(processor, pair.prompt, 1, system)
     if resize_source and source_image.size != target_image.size:
         source_image = source_image.resize(target_image.size, Image.Resampling.BICUBIC)
