@@ -337,9 +337,50 @@ def diff(checkpoints: Mapping[str, str | Path], deltas: Sequence[tuple[str, str,
             raise
         regions = {}
         notes.append(f"{n_layers} LLM layers cannot be split into regions: no per-region numbers")
-    region_of = {layer: r for r, layers in regions.items() for layer in layers}
     inputs = {role: r.describe(full_hash) for role, r in readers.items()}
+    records = _tensor_records(readers, names, deltas, regions, top_k=top_k, max_svd_elements=max_svd_elements,
+                              svd_method=svd_method, spectral=spectral, device=device, progress=progress)
+    labels = [d[0] for d in deltas]
+    payload = {
+        "settings": {
+            "top_k": top_k, "partition": partition_spec, "max_svd_elements": max_svd_elements,
+            "svd_method": svd_method, "spectral": spectral, "delta_dtype": "float32", "log": "natural",
+            "selection": "aggregates use tensors whose name contains 'weight' and not 'norm'; spectral "
+                         "metrics need >= 2 dims and <= max_svd_elements elements",
+            "relative_norm": "||W_to - W_from||_F / ||W_from||_F",
+            "log_volume": f"sum of ln s_i over the top {top_k} singular values",
+            "rank_tolerance": f"singular values <= {RANK_RTOL:g} * s_1 count as zero",
+            "spectrum_mean": f"short spectra padded with ln({RANK_RTOL:g}); all-zero deltas left out",
+        },
+        "deltas": {lb: {"from": a, "to": b} for lb, a, b in deltas},
+        "layout": {
+            "architecture": first.architecture, "n_layers": n_layers, "n_vision_blocks": n_vis,
+            "unified_axis": {"vision": [0, n_vis - 1], "projector": n_vis, "llm": [n_vis + 1, n_vis + n_layers]},
+            "partition": regions,
+        },
+        "notes": notes,
+        **_summaries(records, labels, regions),
+        "tensors": records,
+        "wall_s": round(time.time() - t0, 2),
+    }
+    path = write_result(out / "diff.json", kind="diff", schema_version=SCHEMA_VERSION, payload=payload,
+                        seed=None, inputs=inputs)
+    if plots:  # figures are drawn from the written file only
+        from frankenscope.weights.plots import plot_diff
 
+        plot_diff(path, out)
+    return json.loads(path.read_text())
+
+
+def _tensor_records(readers: Mapping[str, CheckpointReader], names: list[str], deltas: Sequence[tuple[str, str, str]],
+                    regions: dict[str, list[int]], *, top_k: int, max_svd_elements: int, svd_method: str,
+                    spectral: bool, device: str, progress: bool) -> list[dict[str, Any]]:
+    """One record per tensor: where it lives (component, layer, unified index, region, kind) and, per delta
+    W_to - W_from, its `compare_tensors` statistics and (selected matrices) `spectral_metrics`. Streams
+    tensor by tensor and frees each checkpoint's copy as soon as no later delta needs it."""
+    first = next(iter(readers.values()))
+    n_vis = first.n_vision_blocks
+    region_of = {layer: r for r, layers in regions.items() for layer in layers}
     # the order in which the roles are last needed for one tensor, so each is freed early
     last_use = {role: max(i for i, (_, a, b) in enumerate(deltas) if role in (a, b)) for role in readers}
     records: list[dict[str, Any]] = []
@@ -375,10 +416,13 @@ def diff(checkpoints: Mapping[str, str | Path], deltas: Sequence[tuple[str, str,
             rec["stats"][label] = stats
         held.clear()
         records.append(rec)
+    return records
 
-    labels = [d[0] for d in deltas]
+
+def _summaries(records: list[dict[str, Any]], labels: list[str], regions: dict[str, list[int]]) -> dict[str, Any]:
+    """Aggregates of the selected tensors (`_aggregate`): per unified layer, per LLM region and per component,
+    plus totals over every tensor (fro_total = sqrt(sum ||dW||_F^2), max |dW|)."""
     sel = [r for r in records if r["selected"]]
-
     layers = []
     by_index: dict[int, list[dict[str, Any]]] = {}
     for r in sel:
@@ -409,39 +453,7 @@ def diff(checkpoints: Mapping[str, str | Path], deltas: Sequence[tuple[str, str,
                    "fro_total": math.sqrt(sum(r["stats"][lb]["fro"] ** 2 for r in records)),
                    "max_abs": max((r["stats"][lb]["max_abs"] for r in records), default=0.0)}
               for lb in labels}
-
-    payload = {
-        "settings": {
-            "top_k": top_k, "partition": partition_spec, "max_svd_elements": max_svd_elements,
-            "svd_method": svd_method, "spectral": spectral, "delta_dtype": "float32", "log": "natural",
-            "selection": "aggregates use tensors whose name contains 'weight' and not 'norm'; spectral "
-                         "metrics need >= 2 dims and <= max_svd_elements elements",
-            "relative_norm": "||W_to - W_from||_F / ||W_from||_F",
-            "log_volume": f"sum of ln s_i over the top {top_k} singular values",
-            "rank_tolerance": f"singular values <= {RANK_RTOL:g} * s_1 count as zero",
-            "spectrum_mean": f"short spectra padded with ln({RANK_RTOL:g}); all-zero deltas left out",
-        },
-        "deltas": {lb: {"from": a, "to": b} for lb, a, b in deltas},
-        "layout": {
-            "architecture": first.architecture, "n_layers": n_layers, "n_vision_blocks": n_vis,
-            "unified_axis": {"vision": [0, n_vis - 1], "projector": n_vis, "llm": [n_vis + 1, n_vis + n_layers]},
-            "partition": regions,
-        },
-        "notes": notes,
-        "totals": totals,
-        "components": components,
-        "layers": layers,
-        "regions": region_rows,
-        "tensors": records,
-        "wall_s": round(time.time() - t0, 2),
-    }
-    path = write_result(out / "diff.json", kind="diff", schema_version=SCHEMA_VERSION, payload=payload,
-                        seed=None, inputs=inputs)
-    if plots:
-        from frankenscope.weights.plots import plot_diff
-
-        plot_diff(path, out)
-    return json.loads(path.read_text())
+    return {"totals": totals, "components": components, "layers": layers, "regions": region_rows}
 
 
 def diff_models(base: str | Path, in_: str | Path, rl: str | Path, out: str | Path, **kwargs: Any) -> dict[str, Any]:
