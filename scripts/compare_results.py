@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-VOLATILE = {"created", "wall_s", "versions", "elapsed_s", "seconds", "time_s", "wall", "cache"}
+# "key": a done marker's hash of settings that name the run folder, so it differs between any two folders
+VOLATILE = {"created", "wall_s", "versions", "elapsed_s", "seconds", "time_s", "wall", "cache", "train_s", "key"}
 
 
 def _strip(obj: Any, roots: tuple[str, str], ignore: set[str]) -> Any:
