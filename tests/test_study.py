@@ -26,11 +26,16 @@ def test_micro_study_end_to_end(demo_runs):
     assert first.exit_code == 0, first.output
     units = {u["unit"]: u["status"] for u in first.study["units"]}
     assert all(s == "ran" for s in units.values()), units
-    for unit in ("finegrained", "diff", "hybrids", "freeze", "attention", "localize-vision",
+    for unit in ("validate", "finegrained", "diff", "hybrids", "freeze", "attention", "localize-vision",
                  "localize-reasoning"):
         assert unit in units, unit
     html = (out / "study" / "report.html").read_text()
     md = (out / "study" / "report.md").read_text()
+    # the report opens with the planted-effect validation table, before the claims
+    assert md.index("## Validation: planted effects") < md.index("## The paper's claims")
+    checks = json.loads((out / "study" / "validate" / "validate.json").read_text())["checks"]
+    assert [c["name"] for c in checks] == ["blind", "dead_layer", "planted_update", "transfer", "attention"]
+    assert all(f"| {c['title']} |" in md for c in checks)
     for claim in ("P1", "P2", "P3", "P4", "P5", "P6", "P7"):
         assert f"| {claim} |" in md and f"<td>{claim}</td>" in html
     assert "data:image/png;base64," in html  # plots embedded: the page is self-contained

@@ -85,6 +85,18 @@ class FreezeSettings(_Strict):
     seeds: list[int] | None = None
 
 
+class ValidateSettings(_Strict):
+    """The planted-effect checks (`frankenscope validate`) as the study's first unit, on one of its models;
+    the transfer check uses the study's IN and RL. Small n keeps it to a minute or two on the organism."""
+
+    enabled: bool = True
+    model: Literal["base", "in", "rl"] = "base"  # the model the probes are read on (the paper probes Base)
+    checks: list[Literal["blind", "dead_layer", "planted_update", "transfer", "attention"]] = Field(
+        default_factory=lambda: ["blind", "dead_layer", "planted_update", "transfer", "attention"])
+    n: int = Field(2, ge=1)  # items (pairs) per task of each analysis
+    max_new_tokens: int = Field(12, ge=1)
+
+
 class StudyConfig(_Strict):
     """Everything a study runs; recorded verbatim in every result file of the study."""
 
@@ -104,6 +116,7 @@ class StudyConfig(_Strict):
     evaluation: EvalSettings = Field(default_factory=EvalSettings)
     probes: ProbeSettings = Field(default_factory=ProbeSettings)
     freeze: FreezeSettings = Field(default_factory=FreezeSettings)
+    validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

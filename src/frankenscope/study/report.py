@@ -82,6 +82,29 @@ def _md_to_html_table(md: str) -> str:
     return "\n".join(out)
 
 
+def _validation_table(out: Path, md: list[str], body: list[str]) -> None:
+    """The planted-effect checks first (OUT/validate/validate.json): does each analysis find an effect whose
+    answer is known on this model? Appends to the markdown lines and the HTML body; nothing when not run."""
+    doc = _load(out / "validate" / "validate.json")
+    if not doc:
+        return
+    status = "PASS" if doc.get("passed") else "NOT ALL PASSED"
+    md += ["## Validation: planted effects with known answers", "",
+           f"Overall: **{status}**; input checkpoints unchanged: {'yes' if doc.get('inputs_unchanged') else 'NO'} "
+           "(details: validate/validate.md).", "",
+           "| check | planted edit | predicted | observed | result |", "|---|---|---|---|---|"]
+    body.append(f"<h2>Validation: planted effects with known answers</h2><p>Overall: <b>{status}</b> "
+                "(details: validate/validate.md)</p><table><tr><th>check</th><th>planted edit</th>"
+                "<th>predicted</th><th>observed</th><th>result</th></tr>")
+    for c in doc.get("checks", []):
+        cells = [c.get("title", c.get("name", "")), c.get("edit", ""), c.get("prediction", ""),
+                 c.get("observed") or c.get("reason") or "", c.get("status", "")]
+        md.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
+        body.append("<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in cells) + "</tr>")
+    md.append("")
+    body.append("</table>")
+
+
 def write_report(out: str | Path) -> dict[str, str]:
     """Write OUT/report.html (self-contained) and OUT/report.md from the study's result files."""
     out = Path(out)
@@ -90,16 +113,18 @@ def write_report(out: str | Path) -> dict[str, str]:
     vs = verdicts(out)
     write_result(out / "verdicts.json", "verdicts", VERDICTS_SCHEMA_VERSION, verdicts_payload(vs),
                  seed=study.get("config", {}).get("seed"), inputs={"study": str(out)})
-    md = [f"# frankenscope study: {name}", "", "## The paper's claims on this model", "",
+    md = [f"# frankenscope study: {name}", ""]
+    body = [f"<h1>frankenscope study: {html.escape(name)}</h1>"]
+    _validation_table(out, md, body)
+    md += ["## The paper's claims on this model", "",
           "| claim | statement | verdict | evidence |", "|---|---|---|---|"]
     md += [f"| {v.claim} | {v.statement} | **{v.verdict}** | {v.evidence} |" for v in vs]
     md += ["", "How each verdict is decided (alpha 0.05, Holm within each claim; the minimum effect that "
            "matters is shown beside every estimate):", ""] + [f"- **{c}**: {r}" for c, r in RULES.items()]
     colour = {"supported": "#1a7f37", "contradicted": "#cf222e", "inconclusive": "#9a6700", "not run": "#6e7781",
               "not applicable": "#6e7781", "error": "#cf222e"}
-    body = [f"<h1>frankenscope study: {html.escape(name)}</h1>",
-            "<h2>The paper's claims on this model</h2><table><tr><th>claim</th><th>statement</th>"
-            "<th>verdict</th><th>evidence</th></tr>"]
+    body += ["<h2>The paper's claims on this model</h2><table><tr><th>claim</th><th>statement</th>"
+             "<th>verdict</th><th>evidence</th></tr>"]
     body += [f"<tr><td>{v.claim}</td><td>{html.escape(v.statement)}</td><td style='color:{colour[v.verdict]};"
              f"font-weight:bold'>{v.verdict}</td><td>{html.escape(v.evidence)}</td></tr>" for v in vs]
     body.append("</table><p class='note'>How each verdict is decided (alpha 0.05, Holm within each claim; the "

@@ -37,13 +37,14 @@ DONE_FILE = "done.json"
 #: Config sections a unit does not depend on (everything else in the config is part of its settings,
 #: so a new config field reruns every unit unless it is listed here).
 UNIT_IGNORES: dict[str, tuple[str, ...]] = {
-    "finegrained": ("probes", "freeze", "partition", "non_layer_from"),
-    "attention": ("freeze", "partition", "non_layer_from"),
-    "localize-vision": ("freeze", "partition", "non_layer_from"),
-    "localize-reasoning": ("freeze", "partition", "non_layer_from"),
-    "diff": ("evaluation", "probes", "freeze", "non_layer_from"),
-    "hybrids": ("probes", "freeze"),
-    "freeze": ("probes",),
+    "validate": ("evaluation", "probes", "freeze"),
+    "finegrained": ("probes", "freeze", "partition", "non_layer_from", "validate"),
+    "attention": ("freeze", "partition", "non_layer_from", "validate"),
+    "localize-vision": ("freeze", "partition", "non_layer_from", "validate"),
+    "localize-reasoning": ("freeze", "partition", "non_layer_from", "validate"),
+    "diff": ("evaluation", "probes", "freeze", "non_layer_from", "validate"),
+    "hybrids": ("probes", "freeze", "validate"),
+    "freeze": ("probes", "validate"),
 }
 
 
@@ -82,7 +83,8 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
         return run
 
     styles = {k: v.prompt_style for k, v in m.items()}
-    units = [Unit("finegrained", "finegrained.json",
+    units = [validate_unit(cfg, paths)] if cfg.validate_.enabled else []
+    units += [Unit("finegrained", "finegrained.json",
                   fg([paths["base"], paths["in"], paths["rl"]], ["Base", "IN", "RL"],
                      [styles["base"], styles["in"], styles["rl"]]))]
     units += probe_units(cfg, paths, progress=progress)
@@ -124,6 +126,23 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
 
         units.append(Unit("freeze", "finegrained.json", frozen))
     return units
+
+
+def validate_unit(cfg: StudyConfig, paths: dict[str, str]) -> Unit:
+    """The planted-effect checks (`validate.validate`) on the configured model, with the study's IN and RL for
+    the transfer check, its placement, partition, seed and the model's prompt style; OUT/validate/."""
+
+    def run(folder: Path) -> Any:
+        from frankenscope.validate import ValidateSettings, validate
+
+        v = cfg.validate_
+        settings = ValidateSettings(n=v.n, max_new_tokens=v.max_new_tokens, seed=cfg.seed, dtype=cfg.dtype,
+                                    device=cfg.device, partition=cfg.partition,
+                                    prompt_style=cfg.models()[v.model].prompt_style)
+        return validate(paths[v.model], folder, in_=paths["in"], rl=paths["rl"], checks=v.checks,
+                        settings=settings, echo=lambda s: None)
+
+    return Unit("validate", "validate.json", run)
 
 
 CONTROL = "control"
