@@ -105,3 +105,12 @@ def test_config_style_file_relative_to_config(tmp_path: Path) -> None:
     cfg = load_config(path)
     assert Path(cfg.in_.prompt_style) == (tmp_path / "styles" / "r1.json").resolve()
     assert cfg.base.prompt_style == "plain"
+
+
+def test_config_dtype_names_are_the_loaders() -> None:
+    from typing import get_args
+
+    from frankenscope.loading import DTYPES
+    from frankenscope.study.config import DtypeName
+
+    assert set(get_args(DtypeName)) == set(DTYPES)
