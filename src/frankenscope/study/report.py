@@ -30,7 +30,7 @@ def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _fmt_ci(v: dict[str, Any] | None, key: str = "value") -> str:
+def fmt_ci(v: dict[str, Any] | None, key: str = "value") -> str:
     if v is None:
         return "n/a"
     return f"{v[key]:+.3f} [{v['ci_low']:+.3f}, {v['ci_high']:+.3f}]" if key == "diff" else \

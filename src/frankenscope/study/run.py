@@ -222,7 +222,7 @@ def write_frozen_heldout(folder: Path, root: Path, regions: list[str], *, seed: 
     from frankenscope.io import write_text_atomic
     from frankenscope.organism.build import heldout_pairs
     from frankenscope.organism.tasks import V2R_TASKS
-    from frankenscope.study.report import _fmt_ci
+    from frankenscope.study.report import fmt_ci
 
     seeds = seeds or [seed]
     diffs: dict[str, Any] = {}
@@ -251,7 +251,7 @@ def write_frozen_heldout(folder: Path, root: Path, regions: list[str], *, seed: 
              "| region | " + " | ".join(groups_shown) + " |", "|---|" + "---|" * len(groups_shown)]
     for r, d in diffs.items():
         lines.append(f"| {r} | " + " | ".join(
-            f"{_fmt_ci(d['pooled'][g], 'diff')} (n={d['pooled'][g]['n']})" if g in d["pooled"] else "n/a"
+            f"{fmt_ci(d['pooled'][g], 'diff')} (n={d['pooled'][g]['n']})" if g in d["pooled"] else "n/a"
             for g in groups_shown) + " |")
     write_text_atomic(folder / "summary.md", "\n".join(lines) + "\n")
     return diffs
