@@ -362,7 +362,7 @@ def validate_cmd(
     rl: str | None = typer.Option(None, "--rl", help="RL checkpoint for the transfer check (with --in); without "
                                   "both, the check uses the model and a noise-perturbed copy."),
     checks: str = typer.Option(",".join(("blind", "dead_layer", "planted_update", "transfer", "attention")),
-                               help="Comma-separated checks to run."),
+                               help="Comma-separated checks to run; frozen_transfer (organism only: trains an RL run with early and mid frozen) runs only when named."),
     n: int = typer.Option(2, help="Items (pairs) per task of each analysis."),
     max_new_tokens: int = typer.Option(12, help="Greedy decoding budget of every analysis."),
     suite: str = typer.Option("organism", help="Fine-grained evaluation suite: organism | paper."),

@@ -48,6 +48,8 @@ from frankenscope.io import atomic_dir, write_result, write_text_atomic
 
 VALIDATE_SCHEMA_VERSION = 1
 CHECKS: tuple[str, ...] = ("blind", "dead_layer", "planted_update", "transfer", "attention")
+#: checks run only when asked for: they train (an organism RL run with two regions frozen)
+OPTIONAL_CHECKS: tuple[str, ...] = ("frozen_transfer",)
 STATUSES = ("pass", "fail", "inconclusive", "not applicable", "error")
 #: organism tasks of the fine-grained evaluation in the blind / transfer checks (perception, v2r, text)
 EVAL_TASKS = ("counting", "recognition", "more_than", "digit_sum", "word_problem")
@@ -619,8 +621,8 @@ def check_transfer(ctx: Context) -> CheckResult:
                                "RL:RL:RL equals RL bit for bit and gives RL's responses exactly",
                     tolerance="exact: merging copies bytes, and identical weights give identical greedy responses "
                               "(batch 1, same data)")
-    c.notes.append("not run: the organism part (an RL run with two regions frozen puts all of the hybrids' gain in the "
-                   "third) needs the organism trainer")
+    c.notes.append("the organism part (an RL run with two regions frozen puts all of the hybrids' gain in the third) "
+                   "is the separate check frozen_transfer")
     if (ctx.in_ is None) != (ctx.rl is None):
         c.status, c.reason = "not applicable", "give both --in and --rl (or neither, for the synthetic pair)"
         return c
@@ -689,6 +691,81 @@ def check_transfer(ctx: Context) -> CheckResult:
         c.interval = f"suite accuracy RL {_fmt_metric(bench[0])}, RL:RL:RL {_fmt_metric(bench[1])}"
     c.details.update({"donors": {k: str(v) for k, v in donors.items()}, "regions": regions,
                       "responses_compared": len(keys), "differ_hybrid": diff_h, "differ_in": diff_in})
+    return c
+
+
+# --------------------------------------------------------------------------- check 4b: frozen transfer (organism)
+
+
+FROZEN = ("early", "mid")  # trained region: late
+
+
+def check_frozen_transfer(ctx: Context) -> CheckResult:
+    """On the organism: RL from IN with the early and mid decoder layers frozen (RL_F). Because the freeze
+    keeps those layers' bytes, RL_F differs from IN only in the late layers and the parts outside the decoder
+    layers (embeddings, vision tower, projector, final norm, lm_head, which RL trains). So the hybrid
+    IN:IN:RL_F with its non-layer parts from RL_F IS RL_F, and RL_F:IN:IN and IN:RL_F:IN with non-layer
+    parts from IN ARE IN: all of the hybrids' gain sits in the late region."""
+    from frankenscope.organism.build import build
+    from frankenscope.weights.merge import merge
+    from frankenscope.weights.partition import partition
+    from frankenscope.weights.reader import CheckpointReader
+
+    s = ctx.settings
+    c = CheckResult("frozen_transfer", "Planted transfer on the organism (early and mid frozen in RL)",
+                    edit="an organism RL re-run from IN with the early and mid decoder layers frozen (RL_F), trained "
+                         "in OUT/.work on copies of Base and IN; hybrids of IN and RL_F",
+                    prediction="RL_F's early and mid layers are IN's bytes; IN:IN:RL_F (non-layer parts from RL_F) "
+                               "equals RL_F bit for bit and gives its responses; RL_F:IN:IN and IN:RL_F:IN (non-layer "
+                               "parts from IN) equal IN: the whole RL_F - IN gain is in the late hybrid",
+                    tolerance="exact: frozen parameters get no update (requires_grad off), merging copies bytes, and "
+                              "identical weights give identical greedy responses (batch 1, same data)")
+    stage_in = Path(ctx.in_) / "stage.json" if ctx.in_ else None
+    if stage_in is None or not stage_in.is_file() or not (Path(ctx.in_).parent / "base" / "stage.json").is_file():
+        c.status, c.reason = "not applicable", "needs the organism: --in an organism's in/ stage folder beside its base/"
+        return c
+    meta = json.loads(stage_in.read_text())
+    root = ctx.work / "organism"
+    for stage in ("base", "in"):  # the user's organism folder is never written to
+        shutil.copytree(Path(ctx.in_).parent / stage, root / stage)
+    region = "+".join(FROZEN)
+    build(root, preset=meta["recipe"]["preset"], seed=meta["seed"], freeze=region, partition=s.partition,
+          progress=False, log=lambda *_: None, trust_finished=True)
+    donors = {"IN": root / "in", "RL": root / f"rl-frozen-{region}"}
+    n_layers = CheckpointReader(donors["IN"]).n_layers
+    regions = partition(n_layers, s.partition)
+    region_of = {layer: r for r, ls in regions.items() for layer in ls}
+
+    def frozen_loc(loc: Any) -> bool:
+        return loc.component == "llm" and loc.layer is not None and region_of[loc.layer] in FROZEN
+
+    rin, rrl = CheckpointReader(donors["IN"]), CheckpointReader(donors["RL"])
+    names = rin.canonical_names()
+    moved = [n for n in names if frozen_loc(rin.location(n)) and not _bytes_equal(rin.get(n), rrl.get(n))]
+    trained = sum(not _bytes_equal(rin.get(n), rrl.get(n)) for n in names if not frozen_loc(rin.location(n)))
+    c.add("frozen (early, mid) tensors of RL_F whose bytes differ from IN's", 0,
+          f"{len(moved)}" + (f" e.g. {moved[:2]}" if moved else ""), not moved)
+    c.add("power: tensors RL_F changed outside the frozen regions", "> 0", trained, trained > 0, power=True)
+    hy_root = ctx.work / "variants" / "frozen-hybrids"
+    for plan, non_layer, equal_to in (("IN:IN:RL", "RL", "RL"), ("RL:IN:IN", "IN", "IN"), ("IN:RL:IN", "IN", "IN")):
+        out = hy_root / plan.replace(":", "_")
+        merge(donors, plan, out, partition_spec=s.partition, non_layer_from=non_layer, progress=False)
+        n_t, bad = _donor_mismatches(out, {"IN": donors[equal_to], "RL": donors[equal_to]}, lambda loc: "RL")
+        c.add(f"{plan} (non-layer parts from {non_layer}): tensors whose bytes differ from "
+              f"{'RL_F' if equal_to == 'RL' else 'IN'}", 0, f"{len(bad)} of {n_t}" + (f" e.g. {bad[:2]}" if bad else ""),
+              not bad)
+    data = _eval_data(ctx)
+    rl = _eval_records(donors["RL"], ctx.folder("frozen_transfer", "eval-rl"), s, "RL_F", data)
+    hy = _eval_records(hy_root / "IN_IN_RL", ctx.folder("frozen_transfer", "eval-late"), s, "IN_IN_RL_F", data)
+    keys = sorted(rl["responses"])
+    diff_h = sum(rl["responses"][k] != hy["responses"].get(k) for k in keys)
+    c.add("responses of IN:IN:RL_F that differ from RL_F's (every condition and item)", 0, f"{diff_h} of {len(keys)}",
+          diff_h == 0 and bool(keys))
+    c.observed = (f"{len(moved)} frozen tensors moved; {trained} tensors trained; hybrids byte-exact: "
+                  f"{sum(1 for x in c.criteria if 'bytes differ from' in x.what and x.ok)}/3; "
+                  f"{diff_h}/{len(keys)} late-hybrid responses differ from RL_F")
+    c.details.update({"regions": regions, "frozen": list(FROZEN), "moved": moved, "trained_tensors": trained,
+                      "responses_compared": len(keys), "differ_late_hybrid": diff_h})
     return c
 
 
@@ -812,7 +889,7 @@ def check_attention(ctx: Context) -> CheckResult:
 
 CHECK_FUNCS: dict[str, Callable[[Context], CheckResult]] = {
     "blind": check_blind, "dead_layer": check_dead_layer, "planted_update": check_planted_update,
-    "transfer": check_transfer, "attention": check_attention,
+    "transfer": check_transfer, "attention": check_attention, "frozen_transfer": check_frozen_transfer,
 }
 
 

@@ -92,7 +92,7 @@ class ValidateSettings(_Strict):
 
     enabled: bool = True
     model: Literal["base", "in", "rl"] = "base"  # the model the probes are read on (the paper probes Base)
-    checks: list[Literal["blind", "dead_layer", "planted_update", "transfer", "attention"]] = Field(
+    checks: list[Literal["blind", "dead_layer", "planted_update", "transfer", "attention", "frozen_transfer"]] = Field(
         default_factory=lambda: ["blind", "dead_layer", "planted_update", "transfer", "attention"])
     n: int = Field(2, ge=1)  # items (pairs) per task of each analysis
     max_new_tokens: int = Field(12, ge=1)
