@@ -14,6 +14,7 @@ import torch
 import frankenscope.probes.attention as attention_mod
 import frankenscope.probes.skip as skip_mod
 import frankenscope.probes.swap as swap_mod
+import frankenscope.probes.sweep as sweep_mod
 import frankenscope.weights.diff as diff_mod
 import frankenscope.weights.merge as merge_mod
 from frankenscope.organism.model import build_organism, save_folder
@@ -118,7 +119,7 @@ def _run(sensitive_dir, tmp_path, check, settings=FAULT):
 def test_blind_fails_when_the_fast_swap_engine_masks_wrongly(sensitive_dir, tmp_path, monkeypatch):
     """A fast engine without the offset causal mask (the fast sweep's first pitfall) changes answers even when
     source and target are identical: the blind check sees swaps change answers and fails."""
-    monkeypatch.setattr(swap_mod, "_suffix_mask", lambda *a, **k: None)
+    monkeypatch.setattr(sweep_mod, "_suffix_mask", lambda *a, **k: None)
     c, doc = _run(sensitive_dir, tmp_path, "blind")
     assert c["status"] == "fail" and not doc["passed"]
     assert c["details"]["swap_changed_blind"] > 0

@@ -14,7 +14,6 @@ inside a forward hook on each attention module, so at most one layer's weights a
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -33,9 +32,10 @@ from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.metrics import bootstrap_ci, paired_difference
 from frankenscope.generation import left_padding, load_image, model_device, pad_token_id
-from frankenscope.io import sha256_text, write_result
+from frankenscope.layers import check_layers
+from frankenscope.probes.decode import eos_token_ids
 from frankenscope.probes.hooks import capture_attention
-from frankenscope.probes.swap import eos_token_ids
+from frankenscope.probes.results import write_probe_result
 
 ATTENTION_SCHEMA_VERSION = 1
 
@@ -121,7 +121,7 @@ def attention_profile(model: nn.Module, processor: Any, adapter: VLMAdapter, ite
     imaged = [it for it in items if it.image is not None]
     if not imaged:
         raise FrankenscopeError("attention needs items with images; none of the given items has one")
-    layer_list = list(range(adapter.num_layers(model))) if layers is None else sorted(set(layers))
+    layer_list = check_layers(layers, adapter.num_layers(model), "attention")
     tokenizer = getattr(processor, "tokenizer", processor)
     images = [load_image(it.image) for it in imaged]  # type: ignore[arg-type]
     ids = generate_ids(model, processor, adapter, imaged, images, max_new_tokens=max_new_tokens,
@@ -197,7 +197,7 @@ def attention_shift(loaded: dict[str, tuple[nn.Module, Any, VLMAdapter]], items:
     if len(set(n_layers.values())) != 1:
         raise FrankenscopeError(f"the models have different numbers of decoder layers: {n_layers}")
     n = next(iter(n_layers.values()))
-    layer_list = list(range(n)) if layers is None else sorted(set(layers))
+    layer_list = check_layers(layers, n, "attention")
     per_model = {label: attention_profile(m, p, a, items, layers=layer_list, max_new_tokens=max_new_tokens,
                                           batch_size=batch_size, system=system, progress=progress)
                  for label, (m, p, a) in loaded.items()}
@@ -213,9 +213,6 @@ def attention_shift(loaded: dict[str, tuple[nn.Module, Any, VLMAdapter]], items:
 def write_attention(result: AttentionShift, out_dir: str | Path, *, models: dict[str, dict[str, Any]],
                     data_source: str, seed: int | None) -> Path:
     """Write `out_dir/attention.json` (kind "attention", schema_version 1); models: label -> {source, fingerprint}."""
-    first = next(iter(result.records.values()))
-    ids = [r.id for r in first]
-    inputs = {"models": models, "data_source": data_source, "n_items": len(ids),
-              "item_ids_sha256": sha256_text(json.dumps(ids))}
-    return write_result(Path(out_dir) / "attention.json", kind="attention", schema_version=ATTENTION_SCHEMA_VERSION,
-                        payload=result.payload(), seed=seed, inputs=inputs)
+    ids = [r.id for r in next(iter(result.records.values()))]
+    return write_probe_result(out_dir, "attention", ATTENTION_SCHEMA_VERSION, result.payload(),
+                              sources={"models": models, "data_source": data_source}, ids=ids, unit="item", seed=seed)

@@ -12,19 +12,12 @@ from frankenscope.data.io import first_n_per_task
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.prompts import PromptStyle, get_prompt_style
+from frankenscope.layers import layers_from_spec
 from frankenscope.providers import suite as suite_provider
 
 #: Default organism tasks of each analysis.
 REASONING_TASKS = ("word_problem", "more_than", "digit_sum")
 ATTENTION_TASKS = ("more_than", "digit_sum")
-
-
-def _layers(spec: str | None, n_layers: int) -> list[int]:
-    from frankenscope.weights.partition import parse_layers
-
-    if spec is None or spec.strip().lower() == "all":
-        return list(range(n_layers))
-    return parse_layers(spec, n_layers)
 
 
 def _check_inputs(models: list[str], n: int | None, layers: str | None = None) -> None:
@@ -43,7 +36,7 @@ def _check_inputs(models: list[str], n: int | None, layers: str | None = None) -
             cfg = json.loads(cfg_file.read_text())
             n_layers = (cfg.get("text_config") or {}).get("num_hidden_layers") or cfg.get("num_hidden_layers")
             if isinstance(n_layers, int):
-                _layers(layers, n_layers)
+                layers_from_spec(layers, n_layers)
 
 
 def probe_style(prompt_style: str | PromptStyle | None = "plain", system: str | None = None) -> PromptStyle:
@@ -138,7 +131,7 @@ def run_localize_vision(model: str, out: str | Path, *, pairs: str = "organism",
     style = probe_style(prompt_style, system)
     inputs = [replace(inp, pair=replace(inp.pair, prompt=style.render(inp.pair.prompt))) for inp in inputs]
     loaded = load_model(model, dtype=dtype, device=device, device_map=device_map, attn_implementation=attn)
-    layer_list = _layers(layers, loaded.adapter.num_layers(loaded.model))
+    layer_list = layers_from_spec(layers, loaded.adapter.num_layers(loaded.model))
     result = localize_vision(loaded.model, loaded.processor, loaded.adapter, inputs, layers=layer_list, mode=mode,
                              engine=engine, max_new_tokens=max_new_tokens, resize_source=resize_source,
                              change_rule=change_rule, system=style.system, seed=seed, progress=progress)
@@ -169,7 +162,7 @@ def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organ
                                        data_root=data_root, prompts=dataset_prompts)
     style = probe_style(prompt_style, system)
     loaded = load_model(model, dtype=dtype, device=device, device_map=device_map, attn_implementation=attn)
-    layer_list = _layers(layers, loaded.adapter.num_layers(loaded.model))
+    layer_list = layers_from_spec(layers, loaded.adapter.num_layers(loaded.model))
     result = localize_reasoning(loaded.model, loaded.processor, loaded.adapter, _styled_items(items, style),
                                 layers=layer_list, max_new_tokens=max_new_tokens, batch_items=batch_items,
                                 system=style.system, seed=seed, progress=progress)
@@ -206,7 +199,7 @@ def run_attention(models: dict[str, str], out: str | Path, *, dataset: str = "or
         m = load_model(path, dtype=dtype, device=device, device_map=device_map, attn_implementation="eager")
         loaded[name] = (m.model, m.processor, m.adapter)
     model0, _, adapter0 = next(iter(loaded.values()))
-    result = attention_shift(loaded, items, layers=_layers(layers, adapter0.num_layers(model0)),
+    result = attention_shift(loaded, items, layers=layers_from_spec(layers, adapter0.num_layers(model0)),
                              max_new_tokens=max_new_tokens, batch_size=batch_size, system=style.system, seed=seed,
                              progress=progress)
     result.settings["prompt_style"] = style.to_dict()

@@ -11,10 +11,9 @@ call decodes them together; several items can share a batch (left padding).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,9 @@ from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.extract import grade
 from frankenscope.evaluate.metrics import paired_difference
 from frankenscope.generation import left_padding, load_image, model_device, pad_token_id
-from frankenscope.io import sha256_text, write_result
+from frankenscope.layers import check_layers
 from frankenscope.probes.hooks import skip_layers
+from frankenscope.probes.results import localization_payload, write_probe_result
 from frankenscope.probes.swap import rate_summary
 
 REASONING_SCHEMA_VERSION = 1
@@ -137,10 +137,7 @@ def localize_reasoning(model: nn.Module, processor: Any, adapter: VLMAdapter, it
     if not items:
         raise FrankenscopeError("no items to run")
     n_layers = adapter.num_layers(model)
-    layer_list = sorted(set(range(n_layers) if layers is None else layers))
-    bad = [x for x in layer_list if not 0 <= x < n_layers]
-    if bad or not layer_list:
-        raise FrankenscopeError(f"skip layers {bad or '[]'} are not in 0..{n_layers - 1}")
+    layer_list = check_layers(layers, n_layers, "skip")
     width = 1 + len(layer_list)
     per_batch = batch_items or max(1, 32 // width)
     t0 = time.time()
@@ -170,10 +167,6 @@ def localize_reasoning(model: nn.Module, processor: Any, adapter: VLMAdapter, it
 def write_localize_reasoning(result: ReasoningLocalization, out_dir: str | Path, *, model_source: str,
                              model_fingerprint: str | None, data_source: str, seed: int | None) -> Path:
     """Write `out_dir/localize_reasoning.json` (kind "localize_reasoning", schema_version 1); see the README."""
-    ids = [r.id for r in result.records]
-    inputs = {"model_source": model_source, "model_fingerprint": model_fingerprint, "data_source": data_source,
-              "n_items": len(ids), "item_ids_sha256": sha256_text(json.dumps(ids))}
-    payload = {"settings": result.settings, "layers": result.layers, "tasks": result.tasks,
-               "records": [asdict(r) for r in result.records], "wall_s": result.wall_s}
-    return write_result(Path(out_dir) / "localize_reasoning.json", kind="localize_reasoning",
-                        schema_version=REASONING_SCHEMA_VERSION, payload=payload, seed=seed, inputs=inputs)
+    sources = {"model_source": model_source, "model_fingerprint": model_fingerprint, "data_source": data_source}
+    return write_probe_result(out_dir, "localize_reasoning", REASONING_SCHEMA_VERSION, localization_payload(result),
+                              sources=sources, ids=[r.id for r in result.records], unit="item", seed=seed)

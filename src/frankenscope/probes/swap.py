@@ -1,4 +1,4 @@
-"""Visual-token swapping (paper §3.1, Fig. 4a, Eq. 2): a fast exact layer sweep and the naive oracle.
+"""Visual-token swapping (paper §3.1, Fig. 4a, Eq. 2): the vision localization over probe pairs.
 
 A probe pair is one prompt with two same-size images: the target T and the source S. "Swap at layer l"
 means that, during the prompt (prefill) pass only, the keys and values at the image-token positions
@@ -11,29 +11,17 @@ come from the run on S instead of T:
 Decoding then continues from that prompt cache; the swap is never re-applied at decode steps (the
 reference code re-appends source K/V at every step).
 
-Engines (both return, for every requested layer plus the unswapped run, the same greedy decode):
-
-* ``naive``: one full prompt pass per layer with `swap_projections` hooks on k_proj/v_proj. It is the
-  oracle. (The vision tower runs once per image; the paper-style loop that also re-runs the vision
-  tower and `generate` per layer lives in benchmarks/swap_sweep.py.)
-* ``fast`` (docs/analyses.md, "Engines"): layers below l are identical to the clean target run, and positions before
-  the swapped span are identical in every layer, so per pair it needs one source pass over
-  [0, image end), one clean target pass that records every layer's input at the positions that can
-  change, and then a single triangular walk over the layers in which the variant "swap from l" joins
-  the batch at layer l with the recorded clean input. Only the text after the image (cumulative) or
-  the image plus the text after it (single) is recomputed; the cache prefix of layer j is the source's
-  post-RoPE K/V on [0, image end) (cumulative) or the target's on [0, image start) (single). The
-  variants are then decoded together as one batch.
-
-Both engines are exact: they compute the same function (tests compare them in float64).
+This module holds the analysis around the sweep: probe inputs and their encoding (`encode_pair`), one
+pair's sweep (`sweep_pair`), scoring and summaries, `localize_vision` and its result file. The two
+prompt-pass engines (fast exact sweep and naive oracle) live in `probes/sweep.py`, the greedy decoding
+of their batched caches in `probes/decode.py`; their public names are re-exported here.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +29,6 @@ import torch
 from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
-from transformers.masking_utils import create_causal_mask
 
 from frankenscope.adapters import VLMAdapter
 from frankenscope.data.io import first_n_per_task, load_probe_pairs
@@ -60,15 +45,25 @@ from frankenscope.evaluate.extract import (
 )
 from frankenscope.evaluate.metrics import wilson_interval
 from frankenscope.generation import load_image, model_device
-from frankenscope.io import sha256_text, write_result
-from frankenscope.probes.hooks import (
-    Span,
-    capture_projections,
-    record_layer_inputs,
-    swap_projections,
+from frankenscope.layers import check_layers
+from frankenscope.probes.decode import BufferLayer, decode_text, eos_token_ids, greedy_decode
+from frankenscope.probes.results import localization_payload, write_probe_result
+from frankenscope.probes.sweep import (
+    MODES,
+    EncodedPair,
+    PromptVariants,
+    fast_prompt_variants,
+    naive_prompt_variants,
 )
 
-MODES = ("cumulative", "single")
+__all__ = [
+    "CHANGE_RULES", "ENGINES", "MODES", "VISION_SCHEMA_VERSION", "BufferLayer", "EncodedPair", "PairRecord",
+    "PairSweep", "ProbeInput", "PromptVariants", "VisionLocalization", "answers_differ", "decode_text",
+    "encode_pair", "eos_token_ids", "fast_prompt_variants", "file_probe_inputs", "greedy_decode",
+    "localize_vision", "naive_prompt_variants", "normalize_answer", "rate_summary", "scale_box", "score_pair",
+    "seen_scale", "summarize_vision", "sweep_pair", "write_localize_vision",
+]
+
 ENGINES = ("fast", "naive")
 CHANGE_RULES = ("exact", "reference")
 VISION_SCHEMA_VERSION = 1
@@ -101,18 +96,6 @@ def file_probe_inputs(path: str, tasks: Sequence[str] | None = None, n: int | No
             raise FrankenscopeError(f"{path}: no probe pairs of task(s) {missing}")
         pairs = [p for p in pairs if p.task in set(tasks)]
     return [ProbeInput(p) for p in first_n_per_task(pairs, n)]
-
-
-@dataclass
-class EncodedPair:
-    """Processor outputs of target and source (batch 1, on the model's device) and the swap geometry."""
-
-    pair_id: str
-    target: dict[str, torch.Tensor]
-    source: dict[str, torch.Tensor]
-    span: Span
-    prompt_len: int
-    positions: torch.Tensor  # [3, 1, P] (M-RoPE) or [1, P]
 
 
 def _encode(processor: Any, prompt: str, image: Image.Image, device: torch.device) -> dict[str, torch.Tensor]:
@@ -164,288 +147,7 @@ def _layout_note(adapter: VLMAdapter, enc: dict[str, torch.Tensor]) -> str:
     return f" (grid {', '.join(vals)})" if vals else ""
 
 
-# --------------------------------------------------------------------------- prompt passes
-
-
-def _prefill(model: nn.Module, adapter: VLMAdapter, enc: dict[str, torch.Tensor], positions: torch.Tensor,
-             cache: DynamicCache, end: int | None = None) -> torch.Tensor:
-    """One prompt pass over positions [0, end) filling `cache`; returns the last position's logits [B, vocab].
-
-    The adapter says which inputs run along the sequence (cut at `end`)."""
-    kwargs = {k: v for k, v in enc.items() if k != "attention_mask"}
-    if end is not None:
-        kwargs = adapter.truncate_inputs(kwargs, end)
-    pos = positions[..., :end] if end is not None else positions
-    out = model(**kwargs, position_ids=pos, cache=cache, use_cache=True, logits_to_keep=1)
-    return out.logits[:, -1]
-
-
-class BufferLayer(DynamicLayer):
-    """A cache layer over preallocated [batch, kv_heads, capacity, head_dim] key/value buffers.
-
-    `update` writes the new positions in place (a DynamicLayer concatenates, copying the whole cache
-    at every decoding step) and exposes views of the filled part as `keys` / `values`. The buffers may
-    be row slices of larger buffers, so a prompt pass can write straight into the decode cache.
-    """
-
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int = 0) -> None:
-        super().__init__()
-        self._k, self._v, self._len = keys, values, length
-        self.is_initialized = True
-        self.device = keys.device
-        self._sync()
-
-    def _sync(self) -> None:
-        self.keys, self.values = self._k[:, :, :self._len], self._v[:, :, :self._len]
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any,
-               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        n = key_states.shape[-2]
-        if self._len + n > self._k.shape[2]:
-            raise FrankenscopeError(f"cache buffer of {self._k.shape[2]} positions is full")
-        self._k[:, :, self._len:self._len + n] = key_states
-        self._v[:, :, self._len:self._len + n] = value_states
-        self._len += n
-        self._sync()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self._len
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._k, self._v = self._k[indices], self._v[indices]
-        self._sync()
-
-
-def _buffers(cache: DynamicCache, rows: int, capacity: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Empty per-layer K/V buffers [rows, kv_heads, capacity, head_dim] with the dtype and device of each
-    layer's keys in `cache` (layers may sit on different devices under a device_map)."""
-    out = []
-    for layer in cache.layers:
-        k, v = layer.keys, layer.values
-        out.append((k.new_empty((rows, k.shape[1], capacity, k.shape[3])),
-                    v.new_empty((rows, v.shape[1], capacity, v.shape[3]))))
-    return out
-
-
-def _cache_of(layers: Sequence[BufferLayer | DynamicLayer]) -> DynamicCache:
-    cache = DynamicCache()
-    cache.layers.extend(layers)
-    return cache
-
-
-def _layer_output(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, tuple) else out
-
-
-@dataclass
-class PromptVariants:
-    """The prompt-pass result of a sweep: first-step logits and a batched prompt cache, one row per variant.
-
-    Rows are the swap layers in ascending order, then the unswapped ("clean") target as the last row.
-    """
-
-    layers: list[int]
-    first_logits: torch.Tensor  # [len(layers) + 1, vocab]
-    cache: DynamicCache
-    next_position: torch.Tensor  # position ids of the first generated token: [3, 1, 1] or [1, 1]
-
-
-def _swap_layers(layer: int, n_layers: int, mode: str) -> list[int]:
-    return list(range(layer, n_layers)) if mode == "cumulative" else [layer]
-
-
-def naive_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair, layers: Sequence[int],
-                          mode: str = "cumulative", decode_tokens: int = 0) -> PromptVariants:
-    """The oracle: one full hooked prompt pass per swap layer (k_proj/v_proj outputs replaced at the image span).
-
-    Each pass writes its cache straight into its row of the decode buffers (room for decode_tokens more).
-    """
-    n_layers = adapter.num_layers(model)
-    i0, i1 = ep.span
-    layers = sorted(layers)
-    total = ep.prompt_len
-    with capture_projections(model, adapter, range(layers[0], n_layers), span=ep.span) as src_kv:
-        _prefill(model, adapter, ep.source, ep.positions, DynamicCache(), end=i1)
-    # The clean target pass goes first into a plain cache: its keys give the buffer shapes.
-    clean_cache = DynamicCache()
-    with record_layer_inputs(model, adapter, [0]) as rec:
-        clean_logits = _prefill(model, adapter, ep.target, ep.positions, clean_cache)
-    n_rows = len(layers) + 1
-    bufs = _buffers(clean_cache, n_rows, total + decode_tokens)
-    for (bk, bv), layer in zip(bufs, clean_cache.layers, strict=True):
-        bk[-1:, :, :total], bv[-1:, :, :total] = layer.keys, layer.values
-    embeds = rec.hidden[0]
-    logits = []
-    for r, layer in enumerate(layers):
-        cache = _cache_of([BufferLayer(bk[r:r + 1], bv[r:r + 1]) for bk, bv in bufs])
-        with swap_projections(model, adapter, src_kv, (i0, i1), _swap_layers(layer, n_layers, mode), total):
-            out = model(inputs_embeds=embeds, position_ids=ep.positions, cache=cache, use_cache=True, logits_to_keep=1)
-        logits.append(out.logits[:, -1])
-    logits.append(clean_logits)
-    return PromptVariants(layers=list(layers), first_logits=torch.cat(logits),
-                          cache=_cache_of([BufferLayer(bk, bv, total) for bk, bv in bufs]),
-                          next_position=ep.positions[..., -1:] + 1)
-
-
-def _suffix_mask(model: nn.Module, like: torch.Tensor, start: int, total: int) -> Any:
-    """Causal mask for queries at positions [start, total) over keys [0, total), in the format of the model's
-    attention implementation. Built by transformers from a cache that already holds `start` positions,
-    so the diagonal is offset correctly (passing None would make sdpa align `is_causal` top-left:
-    silently wrong: the first pitfall of the fast sweep)."""
-    text_cfg = model.config.get_text_config(decoder=True)
-    probe = DynamicCache()
-    stub = like.new_zeros(1, 1, start, 1)
-    probe.layers.append(BufferLayer(stub, stub, start))
-    return create_causal_mask(config=text_cfg, inputs_embeds=like[:1], attention_mask=None, cache=probe,
-                              layer_idx=0, allow_is_causal_skip=False)
-
-
-def _layer_kwargs(recorded: dict[str, Any], start: int, total: int) -> dict[str, Any]:
-    """A decoder layer's recorded call kwargs for a call on positions [start, total): the rotary (cos, sin) and
-    any per-position tensor (last dimension == total, e.g. 1-D position ids) are sliced; mask and cache are
-    dropped (the caller passes its own)."""
-    skip = {"hidden_states", "attention_mask", "cache", "past_key_values", "use_cache", "position_embeddings"}
-    out: dict[str, Any] = {}
-    for k, v in recorded.items():
-        if k in skip:
-            continue
-        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[-1] == total:
-            v = v[..., start:]
-        out[k] = v
-    pe = recorded.get("position_embeddings")
-    if pe is None:
-        raise FrankenscopeError("the decoder layers are not called with position_embeddings; the fast swap engine "
-                                "does not support this architecture (use engine='naive')")
-    out["position_embeddings"] = tuple(t[:, start:] for t in pe)
-    return out
-
-
-def fast_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair, layers: Sequence[int],
-                         mode: str = "cumulative", decode_tokens: int = 0) -> PromptVariants:
-    """The fast exact sweep (module docstring): same result as `naive_prompt_variants`.
-
-    The returned cache has room for decode_tokens more positions per row.
-    """
-    n_layers = adapter.num_layers(model)
-    i0, i1 = ep.span
-    total = ep.prompt_len
-    start = i1 if mode == "cumulative" else i0
-    layers = sorted(layers)
-    first = layers[0]
-    joining = set(layers)
-
-    # 1. Source: one pass over [0, i1) (nothing after the image matters for its K/V).
-    src_cache = DynamicCache()
-    if mode == "single":
-        with capture_projections(model, adapter, layers, span=ep.span) as src_kv:
-            _prefill(model, adapter, ep.source, ep.positions, src_cache, end=i1)
-    else:
-        src_kv = {}
-        _prefill(model, adapter, ep.source, ep.positions, src_cache, end=i1)
-    # 2. Clean target: record each swap layer's input at [start, P) and layer `first`'s call kwargs.
-    clean_cache = DynamicCache()
-    with record_layer_inputs(model, adapter, layers, positions=slice(start, total), keep_kwargs=[first]) as rec:
-        clean_logits = _prefill(model, adapter, ep.target, ep.positions, clean_cache)
-    kwargs = _layer_kwargs(rec.kwargs[first], start, total)
-    mask = _suffix_mask(model, rec.hidden[first], start, total)
-
-    # 3. Decode buffers, row l = "swap from layers[l]", last row = unswapped. In layer j the rows of the
-    #    variants that joined at or before j come first; the others hold the clean target's K/V.
-    n_rows = len(layers) + 1
-    bufs = _buffers(clean_cache, n_rows, total + decode_tokens)
-    joined = 0
-    for j, (bk, bv) in enumerate(bufs):
-        ck, cv = clean_cache.layers[j].keys, clean_cache.layers[j].values
-        joined += j in joining
-        bk[joined:, :, :total], bv[joined:, :, :total] = ck, cv
-        if joined:
-            if mode == "cumulative":
-                pk, pv = src_cache.layers[j].keys, src_cache.layers[j].values
-            else:
-                pk, pv = ck[:, :, :i0], cv[:, :, :i0]
-            bk[:joined, :, :start], bv[:joined, :, :start] = pk, pv
-    del src_cache, clean_cache
-
-    # 4. Triangular walk: variant l joins at layer l with the recorded clean input; each row recomputes only
-    #    positions [start, P), writing its K/V into its rows of the decode buffers.
-    decoder = adapter.decoder_layers(model)
-    work = _cache_of([DynamicLayer() for _ in range(n_layers)])
-    h: torch.Tensor | None = None
-    for j in range(first, n_layers):
-        if j in joining:
-            h = rec.hidden[j] if h is None else torch.cat([h, rec.hidden[j].to(h.device)])
-        assert h is not None
-        rows = h.shape[0]
-        work.layers[j] = BufferLayer(bufs[j][0][:rows], bufs[j][1][:rows], start)
-        if mode == "single" and j in joining:
-            # Only the row that joined here swaps in this layer; its image span starts the recomputed block.
-            with swap_projections(model, adapter, src_kv, (0, i1 - i0), [j], total - start, rows={j: [rows - 1]}):
-                h = _layer_output(decoder[j](h, attention_mask=mask, cache=work, use_cache=True, **kwargs))
-        else:
-            h = _layer_output(decoder[j](h, attention_mask=mask, cache=work, use_cache=True, **kwargs))
-        work.layers[j] = DynamicLayer()
-    assert h is not None
-    logits = adapter.lm_head(model)(adapter.final_norm(model)(h[:, -1:]))[:, -1]
-    return PromptVariants(layers=list(layers), first_logits=torch.cat([logits.to(clean_logits.dtype), clean_logits]),
-                          cache=_cache_of([BufferLayer(bk, bv, total) for bk, bv in bufs]),
-                          next_position=ep.positions[..., -1:] + 1)
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def eos_token_ids(model: nn.Module, tokenizer: Any) -> list[int]:
-    """End-of-sequence ids: the generation config's, else the tokenizer's."""
-    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if eos is None:
-        eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        return []
-    return [int(x) for x in (eos if isinstance(eos, (list, tuple)) else [eos])]
-
-
-def greedy_decode(model: nn.Module, cache: DynamicCache, first_logits: torch.Tensor, next_position: torch.Tensor,
-                  max_new_tokens: int, eos_ids: Sequence[int]) -> list[list[int]]:
-    """Greedy decoding of a batch of prompt caches (all of the same length, no padding).
-
-    Returns the generated ids per row, each ending at its first EOS (included) or after
-    max_new_tokens. Rows that finished are dropped from the batch (and the cache) as they finish.
-    Position ids of step t are next_position + t (for M-RoPE the text positions after the prompt
-    advance together in all three rows).
-    """
-    n = first_logits.shape[0]
-    tokens: list[list[int]] = [[] for _ in range(n)]
-    active = torch.arange(n)
-    eos = torch.tensor(list(eos_ids), dtype=torch.long, device=first_logits.device)
-    logits = first_logits
-    for step in range(max_new_tokens):
-        nxt = logits.argmax(-1)
-        for row, tok in zip(active.tolist(), nxt.tolist(), strict=True):
-            tokens[row].append(tok)
-        done = torch.isin(nxt, eos) if eos.numel() else torch.zeros_like(nxt, dtype=torch.bool)
-        if step == max_new_tokens - 1 or bool(done.all()):
-            break
-        if bool(done.any()):
-            keep = torch.nonzero(~done).flatten()
-            cache.batch_select_indices(keep)
-            active, nxt = active[keep.cpu()], nxt[keep]
-        rows = nxt.shape[0]
-        pos = next_position + step
-        pos = pos.expand(*pos.shape[:-2], rows, 1) if pos.dim() == 3 else pos.expand(rows, 1)
-        out = model(input_ids=nxt[:, None], position_ids=pos, cache=cache, use_cache=True)
-        logits = out.logits[:, -1]
-    return tokens
-
-
-def decode_text(tokenizer: Any, ids: Sequence[int], eos_ids: Sequence[int]) -> str:
-    """Generated ids to text: cut at the first EOS, special tokens skipped (as HFGenerator does)."""
-    ids = list(ids)
-    for i, t in enumerate(ids):
-        if t in eos_ids:
-            ids = ids[:i]
-            break
-    return tokenizer.decode(ids, skip_special_tokens=True)
+# --------------------------------------------------------------------------- one pair's sweep
 
 
 @dataclass
@@ -654,10 +356,7 @@ def localize_vision(model: nn.Module, processor: Any, adapter: VLMAdapter, input
     if change_rule not in CHANGE_RULES:
         raise FrankenscopeError(f"unknown change rule {change_rule!r}; choose one of {', '.join(CHANGE_RULES)}")
     n_layers = adapter.num_layers(model)
-    layer_list = sorted(set(range(n_layers) if layers is None else layers))
-    bad = [x for x in layer_list if not 0 <= x < n_layers]
-    if bad or not layer_list:
-        raise FrankenscopeError(f"swap layers {bad or '[]'} are not in 0..{n_layers - 1}")
+    layer_list = check_layers(layers, n_layers, "swap")
     t0 = time.time()
     records = []
     for inp in tqdm(inputs, desc=f"swap sweep ({engine}, {mode})", unit="pair", disable=not progress):
@@ -682,10 +381,6 @@ def localize_vision(model: nn.Module, processor: Any, adapter: VLMAdapter, input
 def write_localize_vision(result: VisionLocalization, out_dir: str | Path, *, model_source: str,
                           model_fingerprint: str | None, pairs_source: str, seed: int | None) -> Path:
     """Write `out_dir/localize_vision.json` (kind "localize_vision", schema_version 1); see the README."""
-    ids = [r.id for r in result.records]
-    inputs = {"model_source": model_source, "model_fingerprint": model_fingerprint, "pairs_source": pairs_source,
-              "n_pairs": len(ids), "pair_ids_sha256": sha256_text(json.dumps(ids))}
-    payload = {"settings": result.settings, "layers": result.layers, "tasks": result.tasks,
-               "records": [asdict(r) for r in result.records], "wall_s": result.wall_s}
-    return write_result(Path(out_dir) / "localize_vision.json", kind="localize_vision",
-                        schema_version=VISION_SCHEMA_VERSION, payload=payload, seed=seed, inputs=inputs)
+    sources = {"model_source": model_source, "model_fingerprint": model_fingerprint, "pairs_source": pairs_source}
+    return write_probe_result(out_dir, "localize_vision", VISION_SCHEMA_VERSION, localization_payload(result),
+                              sources=sources, ids=[r.id for r in result.records], unit="pair", seed=seed)

@@ -14,6 +14,9 @@ from __future__ import annotations
 import re
 
 from frankenscope.errors import FrankenscopeError
+from frankenscope.layers import parse_layers  # re-exported: its home is frankenscope.layers
+
+__all__ = ["REGIONS", "parse_layers", "partition", "resolve_region"]
 
 REGIONS: tuple[str, ...] = ("early", "mid", "late")
 
@@ -80,22 +83,6 @@ def _from_ranges(n: int, s: str, spec: str) -> dict[str, list[int]]:
     if gaps:
         raise FrankenscopeError(f"partition {spec!r}: layers {gaps} belong to no region (the model has {n} layers)")
     return {r: out[r] for r in REGIONS}
-
-
-def parse_layers(spec: str, n_layers: int) -> list[int]:
-    """Layers from '3', '0,2,5', '0-3' (inclusive) or combinations ('0-2,7'); each must exist."""
-    layers: set[int] = set()
-    for tok in filter(None, spec.replace(" ", "").split(",")):
-        m = re.fullmatch(r"(\d+)(?:-(\d+))?", tok)
-        if not m:
-            raise FrankenscopeError(f"layer spec {spec!r}: cannot read {tok!r} (use e.g. '0-3,7')")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if lo > hi:
-            raise FrankenscopeError(f"layer spec {spec!r}: range {tok!r} runs backwards")
-        if hi >= n_layers:
-            raise FrankenscopeError(f"layer spec {spec!r}: layer {hi} does not exist (layers are 0..{n_layers - 1})")
-        layers.update(range(lo, hi + 1))
-    return sorted(layers)
 
 
 def resolve_region(region: str, n_layers: int, partition_spec: str = "thirds") -> list[int]:
