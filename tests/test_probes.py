@@ -269,6 +269,28 @@ def test_attention_mass_matches_hand_computation(pairs):
     assert per_token == pytest.approx([expected / n_img] * 2, rel=1e-6)
 
 
+def test_attention_responses_stop_before_an_image_token(pairs, tmp_path):
+    """A model that emits an image token in its response is cut there (teacher forcing it would ask for image
+    features no image supplies: 'Image features and image tokens do not match')."""
+    from frankenscope.data.schema import Item
+    from frankenscope.probes.attention import attention_profile, generate_ids
+
+    model, proc = build_organism("micro", seed=3)
+    model.set_attn_implementation("eager")
+    ad = get_adapter(model)
+    image_id = ad.image_token_id(model)
+    with torch.no_grad():  # the image token always wins the greedy choice after the first step
+        model.lm_head.weight[image_id] = 50 * model.lm_head.weight.abs().max()
+    img_path = tmp_path / "a.png"
+    pairs[0].images()[0].save(img_path)
+    item = Item(id="x", task="t", prompt="How many?", answer="3", answer_type="number", category="v2r",
+                image=str(img_path))
+    ids = generate_ids(model, proc, ad, [item], [pairs[0].images()[0]], max_new_tokens=4)
+    assert image_id not in ids[0]
+    res = attention_profile(model, proc, ad, [item], layers=[0], max_new_tokens=4)  # no crash
+    assert len(res) == 1
+
+
 # --------------------------------------------------------------------------- hooks
 
 

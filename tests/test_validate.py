@@ -7,6 +7,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from frankenscope.validate import (
     CHECKS,
     ValidateSettings,
     expected_ranks,
+    hash_folder,
     planted_spectrum,
     planted_update,
     uniform_mass,
@@ -279,3 +281,53 @@ def test_cli_validate(sensitive_dir, tmp_path):
     assert r.exit_code == 2 and "unknown check" in r.output
     r = CliRunner().invoke(app, ["validate", str(sensitive_dir), "--out", str(sensitive_dir / "v")])
     assert r.exit_code == 2 and "overlaps the input" in r.output and not (sensitive_dir / "v").exists()
+
+
+# --------------------------------------------------------------------------- frozen transfer (organism)
+
+
+@pytest.fixture(scope="module")
+def micro_org(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from frankenscope.organism.build import build
+
+    root = tmp_path_factory.mktemp("org") / "organism"
+    build(root, preset="micro", seed=0, progress=False, log=lambda *a: None)
+    return root
+
+
+def _planted_rl(model: Any, processor: Any, rows: Any, **kw: Any) -> dict[str, Any]:
+    """A stand-in for GRPO that changes every trainable parameter (the micro organism's real RL gets zero
+    reward and changes nothing, so the check would have no power); frozen parameters are left alone."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad and p.is_floating_point():
+                p.add_(0.05 * p.abs().mean() * torch.randn(p.shape, generator=g))
+    return {"steps": 0, "train_loss": 0.0, "reward_curve": []}
+
+
+def test_frozen_transfer_puts_all_of_the_gain_in_the_trained_region(micro_org: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("frankenscope.organism.rl.train_grpo", _planted_rl)
+    before = hash_folder(micro_org / "in")
+    doc = validate(str(micro_org / "in"), tmp_path / "v", in_=str(micro_org / "in"), rl=str(micro_org / "rl"),
+                   checks=["frozen_transfer"], settings=ValidateSettings(n=1), echo=lambda s: None)
+    c = _check(doc, "frozen_transfer")
+    assert c["status"] == "pass", c
+    assert c["details"]["moved"] == [] and c["details"]["trained_tensors"] > 0
+    assert hash_folder(micro_org / "in") == before and not (micro_org / "rl-frozen-early+mid").exists()
+
+
+def test_frozen_transfer_fails_when_the_freeze_does_not_hold(micro_org: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("frankenscope.organism.rl.train_grpo", _planted_rl)
+    monkeypatch.setattr("frankenscope.weights.freeze.apply_freeze", lambda model, patterns: [])  # freezes nothing
+    doc = validate(str(micro_org / "in"), tmp_path / "v", in_=str(micro_org / "in"), rl=str(micro_org / "rl"),
+                   checks=["frozen_transfer"], settings=ValidateSettings(n=1), echo=lambda s: None)
+    assert _check(doc, "frozen_transfer")["status"] == "fail"
+
+
+def test_frozen_transfer_is_not_applicable_without_an_organism(micro_dir: Path, tmp_path: Path) -> None:
+    doc = validate(str(micro_dir), tmp_path / "v", in_=str(micro_dir), rl=str(micro_dir), checks=["frozen_transfer"],
+                   echo=lambda s: None)
+    assert _check(doc, "frozen_transfer")["status"] == "not applicable"

@@ -56,9 +56,13 @@ class ItemAttention:
 def generate_ids(model: nn.Module, processor: Any, adapter: VLMAdapter, items: Sequence[Item],
                  images: Sequence[Image.Image], *, max_new_tokens: int = 80, batch_size: int = 16,
                  system: str | None = None) -> list[list[int]]:
-    """Greedy response ids per item (left-padded batches), cut before the first EOS."""
+    """Greedy response ids per item (left-padded batches), cut before the first EOS or image token.
+
+    A response that emits an image token (or an image start/end marker) is cut there: teacher-forcing it
+    would ask the model for image features that no image supplies."""
     tokenizer = getattr(processor, "tokenizer", processor)
-    eos = set(eos_token_ids(model, tokenizer))
+    image_ids = {adapter.image_token_id(model), *adapter.image_marker_ids(model)} - {None}
+    eos = set(eos_token_ids(model, tokenizer)) | image_ids
     device = model_device(model)
     out: list[list[int]] = []
     for s in range(0, len(items), batch_size):
