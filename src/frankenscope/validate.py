@@ -762,7 +762,7 @@ def check_frozen_transfer(ctx: Context) -> CheckResult:
     c.add("responses of IN:IN:RL_F that differ from RL_F's (every condition and item)", 0, f"{diff_h} of {len(keys)}",
           diff_h == 0 and bool(keys))
     c.observed = (f"{len(moved)} frozen tensors moved; {trained} tensors trained; hybrids byte-exact: "
-                  f"{sum(1 for x in c.criteria if 'bytes differ from' in x.what and x.ok)}/3; "
+                  f"{sum(1 for x in c.criteria if '(non-layer parts from' in x.what and x.ok)}/3; "
                   f"{diff_h}/{len(keys)} late-hybrid responses differ from RL_F")
     c.details.update({"regions": regions, "frozen": list(FROZEN), "moved": moved, "trained_tensors": trained,
                       "responses_compared": len(keys), "differ_late_hybrid": diff_h})
