@@ -88,14 +88,16 @@ class FreezeSettings(_Strict):
 
 class ValidateSettings(_Strict):
     """The planted-effect checks (`frankenscope validate`) as the study's first unit, on one of its models;
-    the transfer check uses the study's IN and RL. Small n keeps it to a minute or two on the organism."""
+    the transfer check uses the study's IN and RL (about half a minute on the small organism)."""
 
     enabled: bool = True
     model: Literal["base", "in", "rl"] = "base"  # the model the probes are read on (the paper probes Base)
     checks: list[Literal["blind", "dead_layer", "planted_update", "transfer", "attention", "frozen_transfer"]] = Field(
         default_factory=lambda: ["blind", "dead_layer", "planted_update", "transfer", "attention"])
-    n: int = Field(2, ge=1)  # items (pairs) per task of each analysis
-    max_new_tokens: int = Field(12, ge=1)
+    # items (pairs) per task and decoding budget: on the small organism IN and RL answer alike on nearly every
+    # short item, so fewer items or tokens leave the transfer check without power ("inconclusive")
+    n: int = Field(6, ge=1)
+    max_new_tokens: int = Field(48, ge=1)
 
 
 class StudyConfig(_Strict):
