@@ -11,6 +11,7 @@ composing it from characters, which the organism otherwise learns only slowly.
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -51,6 +52,17 @@ CHAT_TEMPLATE = (
 )
 
 
+def wordpiece_core(vocab: dict[str, int], special_tokens: Sequence[str]) -> Tokenizer:
+    """The tokenizer core the organism and the tiny family checkpoints share: WordPiece over `vocab` (unknown
+    letter runs spelled with "##" continuations, `<unk>` for the rest), text split into letter runs with their
+    leading space and single other characters, decoding that drops "##" and joins the pieces."""
+    core = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", max_input_chars_per_word=10_000))
+    core.pre_tokenizer = pre_tokenizers.Split(pattern=Regex(_PIECES), behavior="isolated")
+    core.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])
+    core.add_special_tokens(list(special_tokens))
+    return core
+
+
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """The organism's tokenizer (module docstring).
 
@@ -61,10 +73,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     for piece in [*CHARS, *("##" + c for c in string.ascii_letters), *WORD_VOCAB, *(" " + w for w in WORD_VOCAB)]:
         vocab.setdefault(piece, len(vocab))
     vocab["<unk>"] = len(vocab)
-    core = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", max_input_chars_per_word=10_000))
-    core.pre_tokenizer = pre_tokenizers.Split(pattern=Regex(_PIECES), behavior="isolated")
-    core.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])
-    core.add_special_tokens(list(SPECIAL_TOKENS))
+    core = wordpiece_core(vocab, SPECIAL_TOKENS)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", eos_token="<|im_end|>", bos_token=None,
         extra_special_tokens={

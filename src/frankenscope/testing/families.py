@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import pre_tokenizers
 from transformers import (
     AutoProcessor,
     Gemma3Config,
@@ -67,6 +67,7 @@ from transformers import (
 )
 
 from frankenscope.errors import FrankenscopeError
+from frankenscope.organism.tokenizer import wordpiece_core
 
 # --------------------------------------------------------------------------------------------------
 # Processors without a video processor (the stock ones require torchvision through it)
@@ -134,7 +135,6 @@ def register_auto_processors() -> None:
 _CHARS = string.ascii_letters + string.digits + string.punctuation + " \n"
 _WORDS = ("What", "How", "Describe", "the", "image", "is", "in", "this", "many", "shapes", "colour", "of", "a",
           "and", "user", "assistant", "model", "system", "User", "Assistant")
-_PIECES = r" ?[A-Za-z]+|[^A-Za-z]"
 
 
 def build_tokenizer(special_tokens: Sequence[str], *, eos: str, pad: str, bos: str | None = None,
@@ -152,10 +152,7 @@ def build_tokenizer(special_tokens: Sequence[str], *, eos: str, pad: str, bos: s
                   *_WORDS, *(" " + w for w in _WORDS)]:
         vocab.setdefault(piece, len(vocab))
     vocab["<unk>"] = len(vocab)
-    core = Tokenizer(models.WordPiece(vocab=vocab, unk_token="<unk>", max_input_chars_per_word=10_000))
-    core.pre_tokenizer = pre_tokenizers.Split(pattern=Regex(_PIECES), behavior="isolated")
-    core.decoder = decoders.Sequence([decoders.Replace("##", ""), decoders.Fuse()])
-    core.add_special_tokens(list(special_tokens))
+    core = wordpiece_core(vocab, special_tokens)
     tok = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token=pad, eos_token=eos,
                                   bos_token=bos, extra_special_tokens=dict(named or {}))
     tok.chat_template = chat_template
