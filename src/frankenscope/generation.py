@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
+from frankenscope.data.io import load_image  # noqa: F401 - re-exported: one image reader for every analysis
 from frankenscope.errors import FrankenscopeError
 
 
@@ -47,20 +46,3 @@ def left_padding(tokenizer: Any) -> Iterator[None]:
         yield
     finally:
         tokenizer.padding_side = old
-
-
-def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
-    """An image file as RGB, fully loaded (the file is closed on return); when w*h > max_pixels it is
-    downscaled (LANCZOS) to fit, keeping the aspect ratio. Errors name the file."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            img = im.convert("RGB")
-    except FileNotFoundError as e:
-        raise FrankenscopeError(f"image file not found: {path}") from e
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise FrankenscopeError(f"cannot read image {path}: {e}") from e
-    if max_pixels is not None and img.width * img.height > max_pixels:
-        scale = (max_pixels / (img.width * img.height)) ** 0.5
-        img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.Resampling.LANCZOS)
-    return img

@@ -26,7 +26,6 @@ from PIL import Image, UnidentifiedImageError
 
 from frankenscope.data.schema import ANSWER_TYPES, CATEGORIES, Item, ProbePair
 from frankenscope.errors import FrankenscopeError
-from frankenscope.generation import load_image  # noqa: F401 - re-exported: the loader's image reader
 
 _T = TypeVar("_T")  # anything with a `task` attribute (Item, ProbePair)
 
@@ -224,6 +223,23 @@ def load_probe_pairs(path: str | Path) -> list[ProbePair]:
                 meta=meta,
             ))
     return pairs
+
+
+def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
+    """An image file as RGB, fully loaded (the file is closed on return); when w*h > max_pixels it is
+    downscaled (LANCZOS) to fit, keeping the aspect ratio. Errors name the file."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            img = im.convert("RGB")
+    except FileNotFoundError as e:
+        raise FrankenscopeError(f"image file not found: {path}") from e
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise FrankenscopeError(f"cannot read image {path}: {e}") from e
+    if max_pixels is not None and img.width * img.height > max_pixels:
+        scale = (max_pixels / (img.width * img.height)) ** 0.5
+        img = img.resize((max(1, int(img.width * scale)), max(1, int(img.height * scale))), Image.Resampling.LANCZOS)
+    return img
 
 
 def _image_size(path: str | Path) -> tuple[int, int]:
