@@ -9,11 +9,10 @@ from typing import Any
 import typer
 
 from frankenscope.errors import FrankenscopeError
+from frankenscope.probes.run import ATTENTION_TASKS, REASONING_TASKS  # light: no torch at import
 
 localize_app = typer.Typer(no_args_is_help=True,
                            help="Functional localization: visual-token swapping and layer skipping (paper Fig. 4).")
-REASONING_TASKS = ("word_problem", "more_than", "digit_sum")  # shown in --help; the defaults live in probes/run.py
-ATTENTION_TASKS = ("more_than", "digit_sum")
 
 
 def _fail(e: Exception) -> None:
