@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -19,7 +18,6 @@ from frankenscope.errors import FrankenscopeError
 from frankenscope.organism.model import build_organism, save_folder
 from frankenscope.organism.suite import probe_inputs as organism_probe_inputs
 from frankenscope.probes.attention import response_attention
-from frankenscope.probes.cli import attention_cmd, localize_app
 from frankenscope.probes.hooks import (
     capture_attention,
     capture_projections,
@@ -353,9 +351,8 @@ def test_prompt_positions_are_mrope(rand64, pairs):
 
 @pytest.fixture(scope="module")
 def cli_app():
-    app = typer.Typer()
-    app.add_typer(localize_app, name="localize")
-    app.command("attention")(attention_cmd)
+    from frankenscope.cli import app
+
     return app
 
 

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from pathlib import Path
 
 import typer
 
+from frankenscope.analyses import ANALYSES, COMMAND_GROUPS, resolve
+from frankenscope.cli_common import check_n, fail
 from frankenscope.errors import FrankenscopeError
-from frankenscope.probes.cli import attention_cmd, localize_app
-from frankenscope.weights.cli import diff_cmd, merge_cmd
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="What did SFT and RL change inside a vision-language model, and where?")
@@ -37,47 +34,24 @@ data_app = typer.Typer(no_args_is_help=True, help="Synthetic task suites and pro
 organism_app = typer.Typer(no_args_is_help=True, help="The built-in model organism (a tiny Qwen2.5-VL).")
 app.add_typer(data_app, name="data")
 app.add_typer(organism_app, name="organism")
-app.command("diff")(diff_cmd)
-app.command("merge")(merge_cmd)
-app.add_typer(localize_app, name="localize")
-app.command("attention")(attention_cmd)
 
 
-def _fail(e: Exception) -> None:
-    """Print the error and exit: 2 for usage and input errors, 1 for runtime failures."""
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=getattr(e, "exit_code", 1))
+def _register_analysis_commands() -> None:
+    """Every analysis command of the registry (`frankenscope.analyses`): "diff" on the app, "localize vision"
+    as command "vision" of the group "localize"."""
+    groups: dict[str, typer.Typer] = {}
+    for a in ANALYSES:
+        if a.command is None or a.cli is None:
+            continue
+        *group, name = a.command.split()
+        target = app
+        if group:
+            if group[0] not in groups:
+                groups[group[0]] = typer.Typer(no_args_is_help=True, help=COMMAND_GROUPS[group[0]])
+                app.add_typer(groups[group[0]], name=group[0])
+            target = groups[group[0]]
+        target.command(name)(resolve(a.cli))
 
-
-def _check_n(name: str, value: int | None) -> None:
-    if value is not None and value < 1:
-        raise FrankenscopeError(f"{name} must be >= 1, got {value}")
-
-
-@contextmanager
-def _new_out(out: Path) -> Iterator[None]:
-    """Remove OUT again when the command fails and OUT did not exist before, unless it already holds
-    resumable work (a response cache with entries); an existing OUT is never touched."""
-    existed = out.exists()
-    try:
-        yield
-    except BaseException:
-        if not existed and out.is_dir() and not _holds_cached_work(out):
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-
-
-def _holds_cached_work(out: Path) -> bool:
-    import sqlite3
-
-    for db in out.rglob("*.sqlite"):
-        try:
-            with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as con:
-                if con.execute("SELECT COUNT(*) FROM entries").fetchone()[0]:
-                    return True
-        except sqlite3.Error:
-            return True  # unreadable: keep it
-    return False
 
 
 @data_app.command("make")
@@ -94,12 +68,12 @@ def data_make(
     from frankenscope.providers import suite as suite_provider
 
     if suite != "organism":
-        _fail(FrankenscopeError(f"unknown suite {suite!r}; the built-in suite is 'organism'"))
+        fail(FrankenscopeError(f"unknown suite {suite!r}; the built-in suite is 'organism'"))
     try:
-        _check_n("--n", n)
+        check_n("--n", n)
         path = suite_provider(suite).write_suite(out, n_per_task=n, n_pairs=pairs, seed=seed, overwrite=overwrite)
     except FrankenscopeError as e:
-        _fail(e)
+        fail(e)
     summary = json.loads((path / "suite.json").read_text())
     typer.echo(f"wrote {path}: " + ", ".join(f"{k} {v}" for k, v in {**summary.get("items", {}), **{f"probe:{k}": v for k, v in summary.get("probe", {}).items()}}.items()))
 
@@ -128,7 +102,7 @@ def organism_init(
         check_out(out, own=organism_folder, overwrite=overwrite)
         model, proc = build_organism(preset, seed=seed)
     except FrankenscopeError as e:
-        _fail(e)
+        fail(e)
     save_folder(model, proc, out)
     n = sum(p.numel() for p in model.parameters())
     typer.echo(f"wrote {out} ({preset}, {n / 1e6:.2f}M parameters, seed {seed})")
@@ -157,7 +131,7 @@ def organism_build(
         manifest = build(out, preset=preset, seed=seed, freeze=freeze, partition=partition, recipe=recipe,
                          log=typer.echo)
     except FrankenscopeError as e:
-        _fail(e)
+        fail(e)
         return
     for cat, d in (manifest.get("rl_vs_in") or {}).items():
         if cat in ("v2r", "text", "perception"):
@@ -177,97 +151,13 @@ def organism_freeze_plan(
     from frankenscope.weights.freeze import freeze_plan
 
     if format not in ("regex", "json"):
-        _fail(FrankenscopeError(f"--format {format!r}: choose regex or json"))
+        fail(FrankenscopeError(f"--format {format!r}: choose regex or json"))
     try:
         loaded = load_model(model)
         plan = freeze_plan(loaded.adapter, loaded.model, region, partition)
     except FrankenscopeError as e:
-        _fail(e)
+        fail(e)
     typer.echo("\n".join(plan["patterns"]) if format == "regex" else json.dumps(plan, indent=2))
-
-
-@app.command("eval")
-def eval_cmd(
-    models: list[str] = typer.Argument(..., help="HF folders or hub ids; fine-grained compares them in this order."),
-    out: Path = typer.Option(..., help="Output folder."),
-    metrics: str = typer.Option("accuracy", help="accuracy (per-task accuracy, one model) | fine-grained "
-                                "(M_vis, M_v2r, M_rea and benchmarks, several models compared)."),
-    suite: str = typer.Option("organism", help="organism | paper"),
-    data: Path | None = typer.Option(None, help="A suite folder / task folder / jsonl (accuracy), or the "
-                                     "folder with the paper datasets (fine-grained --suite paper)."),
-    tasks: str | None = typer.Option(None, help="accuracy only: comma-separated task names to keep."),
-    n: int | None = typer.Option(None, help="accuracy: first N per task; fine-grained: N items per metric "
-                                 "set (seeded subsample, saved as an id list)."),
-    batch_size: int = typer.Option(16), max_new_tokens: int = typer.Option(64), seed: int = typer.Option(0),
-    dtype: str = typer.Option("float32"), device: str | None = typer.Option(None),
-    device_map: str | None = typer.Option(None, help="e.g. auto: spread each model over the visible GPUs."),
-    attn_implementation: str = typer.Option("sdpa", help="sdpa | eager | flash_attention_2"),
-    prompt_style: str = typer.Option("plain", help="plain|boxed|think_answer|think_boxed|STYLE.json; one, or "
-                                     "comma-separated per model."),
-    labels: str | None = typer.Option(None, help="Comma-separated column names for the models."),
-    n_per_task: int = typer.Option(50, help="Organism suite size per task (fine-grained)."),
-    benchmarks: str | None = typer.Option(None, help="paper suite: 'paper' or e.g. 'mathvista,mathverse'."),
-    max_image_pixels: int | None = typer.Option(None, help="Downscale larger images (LANCZOS)."),
-    cache: Path | None = typer.Option(None, help="SQLite response cache (default OUT/cache.sqlite); reruns and "
-                                      "interrupted runs reuse it."),
-    judge: bool = typer.Option(False, help="Grade with the LLM judge (FRANKENSCOPE_JUDGE_* variables)."),
-    describe: bool | None = typer.Option(None, "--describe/--no-describe",
-                                         help="Generate image descriptions with the judge endpoint."),
-    descriptions: Path | None = typer.Option(None, help="JSON/jsonl file of image descriptions by id."),
-    mathvista_prompt: str = typer.Option("query", help="MathVista prompt: query (its hint query; rebuilt from the "
-                                         "fields when the file has none) | question (question + choices + unit)."),
-    mathverse_prompt: str = typer.Option("query_cot", help="MathVerse prompt: query_cot | query_wo | question."),
-    from_hub: bool = typer.Option(False, help="Load datasets through HF `datasets` (needs network)."),
-    reference: str | None = typer.Option(None, help="Label of the model the others are compared with."),
-) -> None:
-    """Greedy batched evaluation with bootstrap 95% CIs: per-task accuracy, or the paper's fine-grained metrics."""
-    try:
-        _check_n("--n", n)
-        _check_n("--n-per-task", n_per_task)
-    except FrankenscopeError as e:
-        _fail(e)
-    try:
-        with _new_out(out):
-            _eval(models, out, metrics=metrics, suite=suite, data=data, tasks=tasks, n=n, batch_size=batch_size,
-                  max_new_tokens=max_new_tokens, seed=seed, prompt_style=prompt_style,
-                  placement={"dtype": dtype, "device": device, "device_map": device_map,
-                             "attn_implementation": attn_implementation},
-                  labels=labels, n_per_task=n_per_task, benchmarks=benchmarks, max_image_pixels=max_image_pixels,
-                  cache=cache, judge=judge, describe=describe, descriptions=descriptions,
-                  prompts={"mathvista": mathvista_prompt, "mathverse": mathverse_prompt},
-                  from_hub=from_hub, reference=reference)
-    except FrankenscopeError as e:
-        _fail(e)
-
-
-def _eval(models: list[str], out: Path, *, metrics: str, suite: str, data: Path | None, tasks: str | None,
-          n: int | None, batch_size: int, max_new_tokens: int, seed: int, placement: dict[str, str | None],
-          prompt_style: str, labels: str | None, n_per_task: int, benchmarks: str | None,
-          max_image_pixels: int | None, cache: Path | None, judge: bool, describe: bool | None,
-          descriptions: Path | None, prompts: dict[str, str], from_hub: bool, reference: str | None) -> None:
-    """The body of `eval` (raises FrankenscopeError)."""
-    if metrics == "fine-grained":
-        if tasks:
-            raise FrankenscopeError("--tasks applies to --metrics accuracy only")
-        from frankenscope.evaluate.run import finegrained_eval
-
-        finegrained_eval(models, out, suite=suite, data=data, prompt_style=prompt_style,
-                         labels=labels.split(",") if labels else None, n=n, n_per_task=n_per_task, seed=seed,
-                         benchmarks=benchmarks, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                         max_image_pixels=max_image_pixels, **placement, cache=cache,
-                         judge=judge, describe=describe, descriptions=descriptions, prompts=prompts,
-                         from_hub=from_hub, reference=reference, echo=typer.echo)
-    elif metrics == "accuracy":
-        if len(models) != 1:
-            raise FrankenscopeError("--metrics accuracy takes exactly one MODEL (use --metrics fine-grained "
-                                    "to compare several)")
-        from frankenscope.evaluate.run import accuracy_eval
-
-        accuracy_eval(models[0], out, suite=suite, data=data, tasks=tasks, n=n, batch_size=batch_size,
-                      max_new_tokens=max_new_tokens, seed=seed, **placement, prompt_style=prompt_style,
-                      cache=cache, echo=typer.echo)
-    else:
-        raise FrankenscopeError(f"--metrics {metrics!r}: choose accuracy or fine-grained")
 
 
 @app.command("architectures")
@@ -302,7 +192,7 @@ def study_cmd(
                 raise FrankenscopeError(f"study options: {e}") from e
         run_study(cfg, out, log=typer.echo)
     except FrankenscopeError as e:
-        _fail(e)
+        fail(e)
 
 
 @app.command("demo")
@@ -332,7 +222,7 @@ def demo(
         (out / "study.yaml").write_text(yaml.safe_dump(cfg.model_dump(by_alias=True), sort_keys=False))
         run_study(cfg, out / "study", log=typer.echo)
     except FrankenscopeError as e:
-        _fail(e)
+        fail(e)
     typer.echo(f"[{time.time() - t0:6.1f}s] demo done; open {out / 'study' / 'report.html'}")
 
 
@@ -354,59 +244,7 @@ def tiny_cmd(
     typer.echo(f"wrote a tiny {family} checkpoint to {out}")
 
 
-@app.command("validate")
-def validate_cmd(
-    model: str = typer.Argument(..., help="Local HF model folder (only read: variants are written under OUT/.work)."),
-    out: Path = typer.Option(..., help="Output folder: validate.json and validate.md."),
-    in_: str | None = typer.Option(None, "--in", help="IN checkpoint for the transfer check (with --rl)."),
-    rl: str | None = typer.Option(None, "--rl", help="RL checkpoint for the transfer check (with --in); without "
-                                  "both, the check uses the model and a noise-perturbed copy."),
-    checks: str = typer.Option(",".join(("blind", "dead_layer", "planted_update", "transfer", "attention")),
-                               help="Comma-separated checks to run; frozen_transfer (organism only: trains an RL run with early and mid frozen) runs only when named."),
-    n: int = typer.Option(2, help="Items (pairs) per task of each analysis."),
-    max_new_tokens: int = typer.Option(12, help="Greedy decoding budget of every analysis."),
-    suite: str = typer.Option("organism", help="Fine-grained evaluation suite: organism | paper."),
-    data: str | None = typer.Option(None, help="Evaluation data (a suite folder, or the paper datasets' folder)."),
-    pairs: str = typer.Option("organism", help="Swap probe pairs, as `localize vision --pairs`."),
-    swap_engine: str = typer.Option("fast", help="Swap engine of the blind check: fast (what the probes use) or "
-                                    "naive (the oracle)."),
-    dataset: str = typer.Option("organism", help="Layer-skip and attention items, as `localize reasoning --dataset`."),
-    data_root: str | None = typer.Option(None, help="Folder of the paper datasets named by --dataset."),
-    dead_layer: int | None = typer.Option(None, help="Layer of the dead-layer check (default: n_layers // 2)."),
-    attention_layers: str | None = typer.Option(None, help="Layers of the attention check, e.g. '3,5' "
-                                                "(default: n_layers // 2)."),
-    region: str = typer.Option("mid", help="Region of the planted update (early|mid|late, '+'-joined, or layers)."),
-    rank: int = typer.Option(4, help="Rank of the planted update."),
-    matrices: str = typer.Option("q_proj,o_proj,down_proj", help="Matrices of the planted update in each layer "
-                                 "(q_proj, k_proj, v_proj, o_proj, down_proj, or an MLP linear's name)."),
-    partition: str = typer.Option("thirds", help="Region partition spec."),
-    prompt_style: str = typer.Option("plain", help="Prompt style of every analysis."),
-    seed: int = typer.Option(0), dtype: str = typer.Option("float32", help="dtype of the variants (float32 for "
-                                                              "exact planted spectra)."),
-    device: str | None = typer.Option(None),
-    keep_work: bool = typer.Option(False, "--keep-work", help="Keep the variants and analysis outputs in OUT/.work."),
-) -> None:
-    """Planted effects with known answers: edit copies of MODEL so each analysis's answer is known, run it, compare."""
-    from frankenscope.validate import ValidateSettings, validate
-
-    try:
-        settings = ValidateSettings(
-            n=n, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, device=device, dead_layer=dead_layer,
-            attention_layers=[int(x) for x in attention_layers.split(",")] if attention_layers else None,
-            update_region=region, update_rank=rank, partition=partition,
-            update_matrices=tuple(x.strip() for x in matrices.split(",") if x.strip()), suite=suite, data=data, pairs=pairs, swap_engine=swap_engine,
-            dataset=dataset, data_root=data_root, prompt_style=prompt_style)
-        doc = validate(model, out, in_=in_, rl=rl, checks=[c.strip() for c in checks.split(",") if c.strip()],
-                       settings=settings, keep_work=keep_work, echo=typer.echo)
-    except (FrankenscopeError, ValueError) as e:
-        _fail(e)
-        return
-    for c in doc["checks"]:
-        typer.echo(f"{c['status']:>14}  {c['title']}" + (f": {c['reason']}" if c.get("reason") and
-                                                         c["status"] != "pass" else ""))
-    typer.echo(f"wrote {out / 'validate.json'} and {out / 'validate.md'}")
-    if not doc["passed"]:
-        raise typer.Exit(code=1)
+_register_analysis_commands()
 
 
 def main() -> None:

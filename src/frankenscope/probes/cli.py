@@ -1,4 +1,4 @@
-"""Typer commands of the causal probes (argument parsing only); the main app registers them as
+"""Typer commands of the causal probes (argument parsing only); the main app registers them from the analysis registry (`frankenscope.analyses`) as
 `localize vision`, `localize reasoning` and `attention`. The work is done by `probes/run.py`."""
 
 from __future__ import annotations
@@ -8,17 +8,9 @@ from typing import Any
 
 import typer
 
+from frankenscope.cli_common import fail
 from frankenscope.errors import FrankenscopeError
 from frankenscope.probes.run import ATTENTION_TASKS, REASONING_TASKS  # light: no torch at import
-
-localize_app = typer.Typer(no_args_is_help=True,
-                           help="Functional localization: visual-token swapping and layer skipping (paper Fig. 4).")
-
-
-def _fail(e: Exception) -> None:
-    """Print the error and exit: 2 for usage and input errors, 1 for runtime failures."""
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=getattr(e, "exit_code", 1))
 
 
 def _tasks(spec: str | None) -> list[str] | None:
@@ -38,7 +30,6 @@ def _table(tasks: dict[str, Any], key: str) -> str:
     return "\n".join(lines)
 
 
-@localize_app.command("vision")
 def localize_vision_cmd(
     model: str = typer.Argument(..., help="HF folder or hub id (the paper probes the base model)."),
     out: Path = typer.Option(..., help="Output folder: localize_vision.json and fig4a_change_rate.png."),
@@ -75,7 +66,7 @@ def localize_vision_cmd(
             seed=seed, dtype=dtype, device=device, attn=attn, plots=plots, progress=progress,
             prompt_style=prompt_style)
     except FrankenscopeError as e:
-        _fail(e)
+        fail(e)
         return
     typer.echo(f"change rate per layer ({mode}, {engine} engine, {len(result.records)} pairs, {result.wall_s:.1f} s):")
     typer.echo(_table(result.tasks, "change"))
@@ -84,7 +75,6 @@ def localize_vision_cmd(
     typer.echo(f"wrote {path}" + (f" and {fig}" if fig else ""))
 
 
-@localize_app.command("reasoning")
 def localize_reasoning_cmd(
     model: str = typer.Argument(..., help="HF folder or hub id."),
     out: Path = typer.Option(..., help="Output folder: localize_reasoning.json and fig4b_skip_error.png."),
@@ -114,7 +104,7 @@ def localize_reasoning_cmd(
             batch_items=batch_items, system=system, seed=seed, dtype=dtype, device=device, plots=plots,
             progress=progress, prompt_style=prompt_style)
     except FrankenscopeError as e:
-        _fail(e)
+        fail(e)
         return
     typer.echo(f"error rate per skipped layer ({len(result.records)} items, {result.wall_s:.1f} s):")
     typer.echo(_table(result.tasks, "error"))
@@ -155,7 +145,7 @@ def attention_cmd(
             max_new_tokens=max_new_tokens, batch_size=batch_size, system=system, seed=seed, dtype=dtype,
             device=device, plots=plots, progress=progress, prompt_style=prompt_style)
     except FrankenscopeError as e:
-        _fail(e)
+        fail(e)
         return
     n_items = len(next(iter(result.records.values())))
     typer.echo(f"attention mass (response -> image tokens) per layer, {n_items} items, {result.wall_s:.1f} s:")

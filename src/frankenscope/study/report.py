@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from frankenscope.analyses import ANALYSES
 from frankenscope.io import write_result, write_text_atomic
 from frankenscope.study.verdicts import (  # noqa: F401 - Verdict, indicators_from_records: re-exported
     RULES,
@@ -38,15 +39,8 @@ def fmt_ci(v: dict[str, Any] | None, key: str = "value") -> str:
 
 
 # -- rendering -----------------------------------------------------------------------------------
-SECTIONS = (
-    ("Fine-grained abilities (Fig. 2, Table 1)", "finegrained", ["finegrained.png"], "table.md"),
-    ("Attention to the image, IN vs RL (Fig. 3)", "attention", ["*.png"], None),
-    ("Vision localization by visual-token swapping (Fig. 4a)", "localize-vision", ["*.png"], None),
-    ("Reasoning localization by layer skipping (Fig. 4b)", "localize-reasoning", ["*.png"], None),
-    ("Update energy (Fig. 5) and diversity (Fig. 6)", "diff", ["fig5_energy.png", "fig6_*.png"], None),
-    ("Transferability: six Frankenstein hybrids (Table 2)", "hybrids", ["finegrained.png"], "table.md"),
-    ("Necessity: RL with one region frozen (Table 3)", "freeze", ["finegrained.png"], "table.md"),
-)
+#: (heading, unit, figure globs, markdown table) of every analysis with a report section, in registry order.
+SECTIONS = tuple((a.title, a.name, list(a.figures), a.table) for a in ANALYSES if a.title)
 
 
 def _images(folder: Path, patterns: list[str]) -> list[Path]:

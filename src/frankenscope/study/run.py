@@ -20,6 +20,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from frankenscope.analyses import ANALYSES, resolve
 from frankenscope.io import (
     fault_point,
     read_json,
@@ -29,23 +30,21 @@ from frankenscope.io import (
     write_result,
 )
 from frankenscope.study.config import StudyConfig
+from frankenscope.study.units import (  # noqa: F401 - re-exported: the unit builders' helpers live there
+    HYBRID_PLANS,
+    STUDY_SCHEMA_VERSION,
+    UnitContext,
+    frozen_rl_runs,
+    plan_dir,
+    rerun_folder,
+    write_frozen_heldout,
+)
 
-STUDY_SCHEMA_VERSION = 1
-HYBRID_PLANS = ("IN:RL:RL", "IN:IN:RL", "RL:RL:IN", "RL:IN:IN", "IN:RL:IN", "RL:IN:RL")
 #: The marker of a finished unit, written last.
 DONE_FILE = "done.json"
 #: Config sections a unit does not depend on (everything else in the config is part of its settings,
-#: so a new config field reruns every unit unless it is listed here).
-UNIT_IGNORES: dict[str, tuple[str, ...]] = {
-    "validate": ("evaluation", "probes", "freeze"),
-    "finegrained": ("probes", "freeze", "partition", "non_layer_from", "validate"),
-    "attention": ("freeze", "partition", "non_layer_from", "validate"),
-    "localize-vision": ("freeze", "partition", "non_layer_from", "validate"),
-    "localize-reasoning": ("freeze", "partition", "non_layer_from", "validate"),
-    "diff": ("evaluation", "probes", "freeze", "non_layer_from", "validate"),
-    "hybrids": ("probes", "freeze", "validate"),
-    "freeze": ("probes", "validate"),
-}
+#: so a new config field reruns every unit unless its analysis lists it in `Analysis.ignores`).
+UNIT_IGNORES: dict[str, tuple[str, ...]] = {a.name: a.ignores for a in ANALYSES}
 
 
 @dataclass
@@ -57,245 +56,17 @@ class Unit:
     run: Callable[[Path], Any]
 
 
-def plan_dir(plan: str) -> str:
-    return plan.replace(":", "_")
-
-
 def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callable[[str], Any] = print,
                 ) -> list[Unit]:
-    """The units of a study, in order (later units may read earlier units' outputs)."""
-    from frankenscope.evaluate.run import finegrained_eval
-    from frankenscope.weights.diff import diff_models
-    from frankenscope.weights.merge import merge_all_hybrids
-
-    m = cfg.models()
-    paths = {k: v.path for k, v in m.items()}
-    ev = cfg.evaluation
-    suite_data = ev.data
-
-    def fg(models: list[str], labels: list[str], styles: list[str]) -> Callable[[Path], Any]:
-        def run(folder: Path) -> Any:
-            return finegrained_eval(models, folder, suite=ev.suite, data=suite_data, prompt_style=",".join(styles),
-                                    labels=labels, n=ev.n, n_per_task=ev.n_per_task, seed=cfg.seed, batch_size=ev.batch_size,
-                                    max_new_tokens=ev.max_new_tokens, **cfg.placement(),
-                                    benchmarks=",".join(ev.benchmarks) or None, progress=progress,
-                                    cache=out / "cache.sqlite", prompts=ev.dataset_prompts(), echo=lambda s: None)
-        return run
-
-    styles = {k: v.prompt_style for k, v in m.items()}
-    units = [validate_unit(cfg, paths)] if cfg.validate_.enabled else []
-    units += [Unit("finegrained", "finegrained.json",
-                  fg([paths["base"], paths["in"], paths["rl"]], ["Base", "IN", "RL"],
-                     [styles["base"], styles["in"], styles["rl"]]))]
-    units += probe_units(cfg, paths, progress=progress)
-    units.append(Unit("diff", "diff.json", lambda folder: diff_models(
-        paths["base"], paths["in"], paths["rl"], folder, partition_spec=cfg.partition, progress=progress)))
-
-    def hybrids(folder: Path) -> Any:
-        from frankenscope.evaluate.cache import model_fingerprint
-
-        key_file = folder / "models" / "merge-key.json"
-        key = {"IN": model_fingerprint(paths["in"]), "RL": model_fingerprint(paths["rl"]), "plans": HYBRID_PLANS,
-               "partition": cfg.partition, "non_layer_from": cfg.non_layer_from}
-        done = all((folder / "models" / plan_dir(p) / "config.json").is_file() for p in HYBRID_PLANS)
-        if not done or read_json(key_file) != json.loads(json.dumps(key)):  # reuse merges of these donors only
-            key_file.unlink(missing_ok=True)
-            merge_all_hybrids({"IN": paths["in"], "RL": paths["rl"]}, folder / "models", plans=HYBRID_PLANS,
-                              partition_spec=cfg.partition, non_layer_from=cfg.non_layer_from, progress=progress)
-            write_json_atomic(key_file, key)
-        hy = [str(folder / "models" / plan_dir(p)) for p in HYBRID_PLANS]
-        return fg([paths["in"], *hy, paths["rl"]], ["IN", *HYBRID_PLANS, "RL"],
-                  [styles["in"]] * (len(hy) + 1) + [styles["rl"]])(folder)
-
-    units.append(Unit("hybrids", "finegrained.json", hybrids))
-
-    if cfg.organism and cfg.freeze.enabled:
-
-        organism_root = Path(paths["in"]).parent
-
-        def frozen(folder: Path) -> Any:
-            seeds = cfg.freeze.seeds or [cfg.seed]
-            runs = frozen_rl_runs(organism_root, cfg.freeze.regions, preset=cfg.organism_preset or "small",
-                                  seed=cfg.seed, partition=cfg.partition, progress=progress, log=log, seeds=seeds)
-            write_frozen_heldout(folder, organism_root, cfg.freeze.regions, seed=cfg.seed, seeds=seeds)
-            # the suite (Table 3): the first seed's runs; P7 is decided on the held-out items over all seeds
-            shown = {lb: path for lb, path in runs.items() if lb.endswith(f" s{seeds[0]}")}
-            labels = [lb.removesuffix(f" s{seeds[0]}") if len(seeds) == 1 else lb for lb in shown]
-            return fg([paths["in"], paths["rl"], *shown.values()], ["IN", "RL", *labels],
-                      [styles["in"], styles["rl"], *[styles["rl"]] * len(shown)])(folder)
-
-        units.append(Unit("freeze", "finegrained.json", frozen))
+    """The units of a study, in the registry's order (`frankenscope.analyses.ANALYSES`; later units may read
+    earlier units' outputs); analyses whose builder returns None are not part of this study."""
+    ctx = UnitContext(cfg, Path(out), progress=progress, log=log)
+    units = []
+    for a in ANALYSES:
+        run = resolve(a.unit)(ctx)
+        if run is not None:
+            units.append(Unit(a.name, a.result, run))
     return units
-
-
-def validate_unit(cfg: StudyConfig, paths: dict[str, str]) -> Unit:
-    """The planted-effect checks (`validate.validate`) on the configured model, with the study's IN and RL for
-    the transfer check, its placement, partition, seed and the model's prompt style; OUT/validate/."""
-
-    def run(folder: Path) -> Any:
-        from frankenscope.validate import ValidateSettings, validate
-
-        v = cfg.validate_
-        settings = ValidateSettings(n=v.n, max_new_tokens=v.max_new_tokens, seed=cfg.seed, dtype=cfg.dtype,
-                                    device=cfg.device, partition=cfg.partition,
-                                    prompt_style=cfg.models()[v.model].prompt_style)
-        return validate(paths[v.model], folder, in_=paths["in"], rl=paths["rl"], checks=v.checks,
-                        settings=settings, echo=lambda s: None)
-
-    return Unit("validate", "validate.json", run)
-
-
-CONTROL = "control"
-
-
-def rerun_folder(region: str, rl_seed: int, seed: int) -> str:
-    """The organism folder of one study re-run: rl-frozen-<region> or rl-control, with -s<seed> when the RL
-    seed is not the organism's own."""
-    name = "rl-control" if region == CONTROL else f"rl-frozen-{region}"
-    return name if rl_seed == seed else f"{name}-s{rl_seed}"
-
-
-def _frozen_rl_job(root: str, region: str, preset: str, seed: int, partition: str, threads: int,
-                   rl_seed: int | None = None) -> str:
-    """One RL re-run in a worker process (torch threads set first): `region` frozen, or none for the
-    control. Every re-run, the control included, goes through exactly this function."""
-    import torch
-
-    from frankenscope.organism.build import build
-
-    torch.set_num_threads(threads)
-    rl_seed = seed if rl_seed is None else rl_seed
-    folder = rerun_folder(region, rl_seed, seed)
-    build(root, preset=preset, seed=seed, freeze=None if region == CONTROL else region, partition=partition,
-          progress=False, log=lambda *_: None, trust_finished=True, rl_seed=None if rl_seed == seed else rl_seed,
-          rl_folder=folder)
-    return str(Path(root) / folder)
-
-
-def frozen_rl_runs(root: Path, regions: list[str], *, preset: str, seed: int, partition: str,
-                   progress: bool = True, log: Callable[[str], Any] = print,
-                   seeds: list[int] | None = None) -> dict[str, str]:
-    """RL re-runs from the organism's IN, per RL seed: one per frozen region plus an unfrozen control,
-    all as parallel worker processes of the same kind (spawned, same torch thread count), so the control
-    differs from a frozen run only in what is frozen. Returns {"RL control s<k>" / "RL frozen <r> s<k>": path}.
-
-    The organism is small, so one process per run with one torch thread each uses the cores better than
-    one run after another with all threads (about 1.3x the throughput on 2 cores); all runs start at once
-    (cores // runs threads each, at least 1). Runs that are already finished are skipped by the build.
-    """
-    import concurrent.futures as cf
-    import multiprocessing as mp
-    import os
-
-    from tqdm.auto import tqdm
-
-    seeds = seeds or [seed]
-    jobs = [(r, s) for s in seeds for r in [CONTROL, *regions]]
-    cores = os.cpu_count() or 1
-    workers = max(1, len(jobs))  # all at once: a queued run would leave cores idle at the end
-    threads = max(1, cores // workers)
-    log(f"[freeze] {len(jobs)} RL re-runs (control + {', '.join(regions)}; seeds {seeds}) in {workers} processes "
-        f"x {threads} threads")
-    out: dict[str, str] = {}
-    with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_frozen_rl_job, str(root), r, preset, seed, partition, threads, s): (r, s)
-                   for r, s in jobs}
-        for f in tqdm(cf.as_completed(futures), total=len(futures), desc="frozen RL", disable=not progress):
-            log(f"[freeze] {futures[f][0]} seed {futures[f][1]} done: {f.result()}")
-    for r, s in jobs:
-        label = "RL control" if r == CONTROL else f"RL frozen {r}"
-        out[f"{label} s{s}"] = str(root / rerun_folder(r, s, seed))
-    return out
-
-
-def write_frozen_heldout(folder: Path, root: Path, regions: list[str], *, seed: int,
-                         seeds: list[int] | None = None) -> dict[str, Any]:
-    """freeze/heldout.json and summary.md: frozen-R re-run - unfrozen control re-run on the organism's
-    held-out items (a data stream no stage trains on; 200 per vision-to-reasoning task on `small`),
-    paired per item, per category and task.
-
-    Per seed: `metrics.paired_binary` (Newcombe score interval + exact McNemar). "pooled": the same for
-    one seed, else `metrics.seed_pooled_difference` over the seeds (run-to-run plus item variance).
-    """
-    from frankenscope.errors import FrankenscopeError
-    from frankenscope.evaluate.metrics import paired_binary, seed_pooled_difference
-    from frankenscope.io import write_text_atomic
-    from frankenscope.organism.build import heldout_pairs
-    from frankenscope.organism.tasks import V2R_TASKS
-    from frankenscope.study.report import fmt_ci
-
-    seeds = seeds or [seed]
-    diffs: dict[str, Any] = {}
-    for r in regions:
-        per_seed: dict[str, dict[str, tuple[list[bool], list[bool]]]] = {}
-        for s in seeds:
-            control, frozen = (root / rerun_folder(x, s, seed) for x in (CONTROL, r))
-            pairs = heldout_pairs(control, frozen)
-            if pairs is None:
-                raise FrankenscopeError(f"{control} or {frozen} has no stage.json with held-out results")
-            per_seed[str(s)] = pairs
-        groups = set.intersection(*(set(p) for p in per_seed.values()))
-        pooled = {g: paired_binary(*per_seed[str(seeds[0])][g]) if len(seeds) == 1 else
-                  seed_pooled_difference([per_seed[str(s)][g] for s in seeds]) for g in sorted(groups)}
-        diffs[r] = {"pooled": pooled,
-                    "per_seed": {s: {g: paired_binary(a, b) for g, (a, b) in p.items()} for s, p in per_seed.items()}}
-    write_result(folder / "heldout.json", "frozen-rl-heldout", STUDY_SCHEMA_VERSION,
-                 {"seeds": seeds, "control": "unfrozen RL re-run (same worker path as the frozen runs)",
-                  "frozen_minus_control": diffs}, seed=seed, inputs={"organism": str(root), "regions": regions})
-    shown = ("v2r", *V2R_TASKS, "perception", "text")  # P7 is about v2r; every task's numbers are in the json
-    groups_shown = [g for g in shown if any(g in d["pooled"] for d in diffs.values())]
-    lines = [f"Held-out items of the organism (paired over the same items): frozen re-run - unfrozen control "
-             f"re-run, accuracy, 95% CI; {len(seeds)} seed(s) {seeds}"
-             + (" (one run each: run-to-run RL variance is not in the interval)" if len(seeds) < 2 else
-                " (interval over seeds: run-to-run and item variance)"), "",
-             "| region | " + " | ".join(groups_shown) + " |", "|---|" + "---|" * len(groups_shown)]
-    for r, d in diffs.items():
-        lines.append(f"| {r} | " + " | ".join(
-            f"{fmt_ci(d['pooled'][g], 'diff')} (n={d['pooled'][g]['n']})" if g in d["pooled"] else "n/a"
-            for g in groups_shown) + " |")
-    write_text_atomic(folder / "summary.md", "\n".join(lines) + "\n")
-    return diffs
-
-
-def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False) -> list[Unit]:
-    """Attention (IN vs RL), vision localization and reasoning localization per configured model."""
-    from frankenscope.io import write_json_atomic
-    from frankenscope.probes.run import run_attention, run_localize_reasoning, run_localize_vision
-
-    pr = cfg.probes
-    common = dict(n=pr.n, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device, device_map=cfg.device_map,
-                  progress=progress)
-    data_root = pr.data or cfg.evaluation.data
-    styles = {k: v.prompt_style for k, v in cfg.models().items()}
-
-    def per_model(kind: str, run: Callable[[str, Path], Path]) -> Callable[[Path], Any]:
-        def go(folder: Path) -> Any:
-            done = {}
-            for m in pr.models:
-                done[m] = str(run(m, folder / m))
-            return write_json_atomic(folder / "summary.json", {"kind": kind, "models": done})
-        return go
-
-    def vision(m: str, folder: Path) -> Path:
-        return run_localize_vision(paths[m], folder, pairs=pr.pairs or "organism", mode=pr.swap_mode,
-                                   layers=pr.layers, max_new_tokens=pr.max_new_tokens, prompt_style=styles[m],
-                                   attn=cfg.attn_implementation, **common)[1]
-
-    def reasoning(m: str, folder: Path) -> Path:
-        return run_localize_reasoning(paths[m], folder, dataset=pr.reasoning_dataset or "organism", data_root=data_root,
-                                      layers=pr.layers, max_new_tokens=pr.skip_max_new_tokens,
-                                      prompt_style=styles[m], attn=cfg.attn_implementation,
-                                      dataset_prompts=cfg.evaluation.dataset_prompts(), **common)[1]
-
-    def attention(folder: Path) -> Any:
-        return run_attention({"IN": paths["in"], "RL": paths["rl"]}, folder,
-                             dataset=pr.attention_dataset or "organism", data_root=data_root, layers=pr.layers,
-                             max_new_tokens=pr.attention_max_new_tokens, prompt_style=styles["rl"],
-                             dataset_prompts=cfg.evaluation.dataset_prompts(), **common)
-
-    return [Unit("attention", "attention.json", attention),
-            Unit("localize-vision", "summary.json", per_model("localize-vision", vision)),
-            Unit("localize-reasoning", "summary.json", per_model("localize-reasoning", reasoning))]
 
 
 def unit_settings(cfg: StudyConfig, unit: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frankenscope.analyses import claim_units
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.metrics import ALPHA, holm, paired_binary, paired_continuous, wilson_interval
 from frankenscope.io import safe_filename
@@ -510,11 +511,16 @@ def verdict_p7(out: Path) -> Verdict:
     return Verdict("P7", STATEMENTS["P7"], conjunction([r["outcome"] for r in rows]), ev, rows, notes)
 
 
-CLAIMS: dict[str, tuple[Callable[[Path], Verdict], str]] = {
-    "P1": (verdict_p1, "finegrained"), "P2": (verdict_p2, "attention"),
-    "P3": (verdict_p3, "localize-vision / localize-reasoning"), "P4": (verdict_p4, "diff"),
-    "P5": (verdict_p5, "diff"), "P6": (verdict_p6, "hybrids"), "P7": (verdict_p7, "freeze"),
+_RULE_FNS: dict[str, Callable[[Path], Verdict]] = {
+    "P1": verdict_p1, "P2": verdict_p2, "P3": verdict_p3, "P4": verdict_p4, "P5": verdict_p5, "P6": verdict_p6,
+    "P7": verdict_p7,
 }
+#: claim -> (its rule, the units it reads: `Analysis.claims` in the registry).
+CLAIMS: dict[str, tuple[Callable[[Path], Verdict], str]] = {
+    c: (_RULE_FNS[c], " / ".join(units)) for c, units in claim_units().items()}
+if set(CLAIMS) != set(STATEMENTS):
+    raise FrankenscopeError(f"verdicts: claims {sorted(set(STATEMENTS) ^ set(CLAIMS))} have a rule but no analysis "
+                            "in the registry, or the reverse")
 
 
 def verdicts(out: str | Path) -> list[Verdict]:

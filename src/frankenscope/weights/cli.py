@@ -1,4 +1,4 @@
-"""Typer commands for weight diffs and merges (registered by the main app as `diff` and `merge`)."""
+"""Typer commands for weight diffs and merges (registered from the analysis registry as `diff` and `merge`)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,8 @@ from pathlib import Path
 
 import typer
 
+from frankenscope.cli_common import fail
 from frankenscope.errors import FrankenscopeError
-
-
-def _fail(e: Exception) -> None:
-    """Print the error and exit: 2 for usage and input errors, 1 for runtime failures."""
-    typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code=getattr(e, "exit_code", 1))
 
 
 def _fmt(x: float | None) -> str:
@@ -61,7 +56,7 @@ def diff_cmd(
         else:
             raise FrankenscopeError("give either --base, --in and --rl, or --from and --to")
     except FrankenscopeError as e:
-        _fail(e)
+        fail(e)
         return
     labels = list(doc["deltas"])
     typer.echo(f"wrote {out / 'diff.json'} ({len(doc['tensors'])} tensors, {doc['wall_s']} s)")
@@ -102,7 +97,7 @@ def merge_cmd(
             raise FrankenscopeError("give exactly one of --plan PLAN and --all-hybrids")
         paths = merge_all_hybrids(donors, out, **kwargs) if all_hybrids else [merge(donors, plan, out, **kwargs)]
     except FrankenscopeError as e:
-        _fail(e)
+        fail(e)
         return
     for p in paths:
         typer.echo(f"wrote {p}")
