@@ -36,3 +36,42 @@ def test_regions_and_layer_lists():
         parse_layers("5-6", 6)
     with pytest.raises(FrankenscopeError, match="sideways"):
         resolve_region("sideways", 6)
+
+
+# --------------------------------------------------------------------------- the parsed Partition object
+
+from frankenscope.weights.partition import Partition  # noqa: E402
+
+
+@pytest.mark.parametrize("spec,msg", [
+    ("cuts:9", "two"), ("cuts:18,9", "cuts"), ("0,14,14", "positive"), ("1,2", "3 region sizes"),
+    ("early=0-8;mid=9-17", "missing"), ("early=0-8;middle=9-17;late=18-27", "middle"),
+    ("early=0-8;early=9-17;late=18-27", "twice"), ("early=a-b;mid=1;late=2", "layers 'a-b'"), ("banana", "not understood"),
+])
+def test_syntax_errors_are_raised_by_parse_before_any_model_is_known(spec, msg):
+    with pytest.raises(FrankenscopeError, match=msg):
+        Partition.parse(spec)
+
+
+def test_depth_errors_wait_for_the_model_and_parse_is_idempotent():
+    p = Partition.parse("8,12,9")  # fine as text; wrong for 28 layers
+    assert (p.kind, p.values, str(p)) == ("sizes", (8, 12, 9), "8,12,9")
+    assert Partition.parse(p) is p
+    assert p.regions(29) == partition(29, "cuts:8,20")
+    with pytest.raises(FrankenscopeError, match="add up to the 28"):
+        p.regions(28)
+    r = Partition.parse("early=0-1; mid=2-3; late=4-5")
+    assert r.ranges == (("early", "0-1"), ("mid", "2-3"), ("late", "4-5")) and str(r) == "early=0-1; mid=2-3; late=4-5"
+    assert r.layers("mid+late", 6) == [2, 3, 4, 5] and r.layers("0,5", 6) == [0, 5]
+    with pytest.raises(FrankenscopeError, match=r"layers \[6\] belong to no region"):
+        r.regions(7)
+
+
+def test_study_config_parses_the_partition_once_on_load(tmp_path):
+    from frankenscope.study.config import StudyConfig
+
+    models = {k: {"path": str(tmp_path / k)} for k in ("base", "in", "rl")}
+    cfg = StudyConfig.model_validate({"name": "t", **models, "partition": "cuts:2,4"})
+    assert cfg.partition == "cuts:2,4" and cfg.partition_parsed == Partition("cuts:2,4", "cuts", (2, 4))
+    with pytest.raises(ValueError, match="cuts must satisfy"):
+        StudyConfig.model_validate({"name": "t", **models, "partition": "cuts:4,2"})

@@ -429,13 +429,20 @@ def test_merge_refuses_bad_plans_and_outputs(orgs, tmp_path):
     with pytest.raises(FrankenscopeError, match="non-layer-from"):
         merge(donors, "IN:RL:RL", tmp_path / "m", non_layer_from="base", progress=False)
     with pytest.raises(FrankenscopeError, match="both"):
-        merge(donors, "IN:RL:RL", tmp_path / "m", partition_spec="early=0-1;mid=1-2;late=3", progress=False)
+        merge(donors, "IN:RL:RL", tmp_path / "m", partition="early=0-1;mid=1-2;late=3", progress=False)
     with pytest.raises(FrankenscopeError, match="overlaps donor"):
         merge(donors, "IN:RL:RL", orgs["root"], progress=False)
     assert not (tmp_path / "m").exists()
     # lower-case plans are accepted; explicit partitions are honoured
-    out = merge(donors, "in:in:rl", tmp_path / "m", partition_spec="early=0;mid=1-2;late=3", progress=False)
+    out = merge(donors, "in:in:rl", tmp_path / "m", partition="early=0;mid=1-2;late=3", progress=False)
     assert json.loads((out / "merge.json").read_text())["layer_donors"] == {"0": "IN", "1": "IN", "2": "IN", "3": "RL"}
+    # a parsed Partition is taken as it is and recorded by its text
+    from frankenscope.weights.partition import Partition
+
+    out2 = merge(donors, "in:in:rl", tmp_path / "m2", partition=Partition.parse("early=0;mid=1-2;late=3"),
+                 progress=False)
+    a, b = (json.loads((o / "merge.json").read_text()) for o in (out, out2))
+    assert (b["partition"], b["layer_donors"]) == ("early=0;mid=1-2;late=3", a["layer_donors"])
 
 
 # ------------------------------------------------------------------------------------------

@@ -45,6 +45,7 @@ from torch import nn
 
 from frankenscope.errors import FrankenscopeError
 from frankenscope.io import atomic_dir, write_result, write_text_atomic
+from frankenscope.weights.partition import Partition
 
 VALIDATE_SCHEMA_VERSION = 1
 CHECKS: tuple[str, ...] = ("blind", "dead_layer", "planted_update", "transfer", "attention")
@@ -83,7 +84,7 @@ class ValidateSettings:
     update_region: str = "mid"
     update_matrices: tuple[str, ...] = ("q_proj", "o_proj", "down_proj")
     update_rank: int = 4
-    partition: str = "thirds"
+    partition: str | Partition = "thirds"  # parsed to a Partition on construction
     suite: str = "organism"
     data: str | None = None
     pairs: str = "organism"
@@ -92,6 +93,9 @@ class ValidateSettings:
     prompt_style: str = "plain"
     swap_engine: str = "fast"  # the blind check's swap engine: fast (what the probes use) or naive (the oracle)
     rl_noise: float = 0.05  # relative size of the synthetic RL perturbation (transfer without --in/--rl)
+
+    def __post_init__(self) -> None:
+        self.partition = Partition.parse(self.partition)
 
 
 @dataclass
@@ -488,7 +492,6 @@ def planted_update(shape: Sequence[int], s: Sequence[float], seed: int) -> torch
 
 def check_planted_update(ctx: Context) -> CheckResult:
     from frankenscope.weights.diff import diff_pair
-    from frankenscope.weights.partition import resolve_region
 
     s = ctx.settings
     wb = ctx.bench
@@ -512,7 +515,7 @@ def check_planted_update(ctx: Context) -> CheckResult:
                     "--dtype float32")
         return c
     try:
-        layers = resolve_region(s.update_region, wb.n_layers, s.partition)
+        layers = Partition.parse(s.partition).layers(s.update_region, wb.n_layers)
     except FrankenscopeError as e:
         c.status, c.reason = "not applicable", str(e)
         return c
@@ -611,7 +614,7 @@ def _donor_mismatches(hybrid: Path, donors: dict[str, Path], want: Callable[[Any
 
 def check_transfer(ctx: Context) -> CheckResult:
     from frankenscope.weights.merge import merge, parse_plan
-    from frankenscope.weights.partition import REGIONS, partition
+    from frankenscope.weights.partition import REGIONS
 
     s = ctx.settings
     c = CheckResult("transfer", "Planted transfer",
@@ -649,7 +652,7 @@ def check_transfer(ctx: Context) -> CheckResult:
 
     n_layers = CheckpointReader(donors["IN"]).n_layers
     try:
-        regions = partition(n_layers, s.partition)
+        regions = Partition.parse(s.partition).regions(n_layers)
     except FrankenscopeError as e:
         c.status, c.reason = "not applicable", str(e)
         return c
@@ -659,7 +662,7 @@ def check_transfer(ctx: Context) -> CheckResult:
     for plan in plans + ["RL:RL:RL"]:
         non_layer_from = "RL" if plan == "RL:RL:RL" else "early"
         out = hy_root / plan.replace(":", "_")
-        merge(donors, plan, out, partition_spec=s.partition, non_layer_from=non_layer_from, progress=False)
+        merge(donors, plan, out, partition=s.partition, non_layer_from=non_layer_from, progress=False)
         donor_of = parse_plan(plan, list(donors))
         host = "RL" if plan == "RL:RL:RL" else donor_of["early"]
 
@@ -708,7 +711,6 @@ def check_frozen_transfer(ctx: Context) -> CheckResult:
     parts from IN ARE IN: all of the hybrids' gain sits in the late region."""
     from frankenscope.organism.build import build
     from frankenscope.weights.merge import merge
-    from frankenscope.weights.partition import partition
     from frankenscope.weights.reader import CheckpointReader
 
     s = ctx.settings
@@ -733,7 +735,7 @@ def check_frozen_transfer(ctx: Context) -> CheckResult:
           progress=False, log=lambda *_: None, trust_finished=True)
     donors = {"IN": root / "in", "RL": root / f"rl-frozen-{region}"}
     n_layers = CheckpointReader(donors["IN"]).n_layers
-    regions = partition(n_layers, s.partition)
+    regions = Partition.parse(s.partition).regions(n_layers)
     region_of = {layer: r for r, ls in regions.items() for layer in ls}
 
     def frozen_loc(loc: Any) -> bool:
@@ -749,7 +751,7 @@ def check_frozen_transfer(ctx: Context) -> CheckResult:
     hy_root = ctx.work / "variants" / "frozen-hybrids"
     for plan, non_layer, equal_to in (("IN:IN:RL", "RL", "RL"), ("RL:IN:IN", "IN", "IN"), ("IN:RL:IN", "IN", "IN")):
         out = hy_root / plan.replace(":", "_")
-        merge(donors, plan, out, partition_spec=s.partition, non_layer_from=non_layer, progress=False)
+        merge(donors, plan, out, partition=s.partition, non_layer_from=non_layer, progress=False)
         n_t, bad = _donor_mismatches(out, {"IN": donors[equal_to], "RL": donors[equal_to]}, lambda loc: "RL")
         c.add(f"{plan} (non-layer parts from {non_layer}): tensors whose bytes differ from "
               f"{'RL_F' if equal_to == 'RL' else 'IN'}", 0, f"{len(bad)} of {n_t}" + (f" e.g. {bad[:2]}" if bad else ""),
@@ -997,7 +999,7 @@ def validate(model: str | Path, out: str | Path, *, in_: str | Path | None = Non
         and any(r.status == "pass" for r in results)
     payload = {"passed": passed, "counts": counts, "inputs_unchanged": unchanged,
                "input_hashes": {"before": before, "after": after},
-               "settings": {**asdict(s), "update_matrices": list(s.update_matrices), "checks": list(checks)},
+               "settings": {**asdict(s), "partition": str(s.partition), "update_matrices": list(s.update_matrices), "checks": list(checks)},
                "checks": [asdict(r) for r in results], "wall_s": round(time.time() - t0, 2)}
     path = write_result(out / "validate.json", kind="validate", schema_version=VALIDATE_SCHEMA_VERSION,
                         payload=payload, seed=s.seed, inputs=inputs)

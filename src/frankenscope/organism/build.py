@@ -33,6 +33,7 @@ from frankenscope.errors import FrankenscopeError
 from frankenscope.io import package_versions, write_json_atomic, write_result
 from frankenscope.organism.sft import Example, train_sft
 from frankenscope.organism.tasks import PERCEPTION_TASKS, TEXT_TASKS, V2R_TASKS, generate_items
+from frankenscope.weights.partition import Partition
 
 DESCRIBE_PROMPT = "Describe the image."
 STAGE_SCHEMA_VERSION = 1
@@ -286,7 +287,7 @@ def heldout_difference(a_dir: Path, b_dir: Path, seed: int) -> dict[str, Any] | 
 
 
 def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | None = None,
-          partition: str = "thirds", recipe: Recipe | None = None, progress: bool = True,
+          partition: str | Partition = "thirds", recipe: Recipe | None = None, progress: bool = True,
           log: Any = print, trust_finished: bool = False, rl_seed: int | None = None,
           rl_folder: str | None = None) -> dict[str, Any]:
     """Build (or resume) Base -> IN -> RL under `out`; returns the manifest.
@@ -325,7 +326,7 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
         data = rl_rows(recipe, seed) if stage == "rl" else stage_examples(stage, recipe, seed)
         settings = {"stage": stage, "seed": seed, "recipe": stage_recipe(recipe, stage), "parent": parent_key,
                     "data_sha256": data_hash(data), "freeze": freeze if stage == "rl" else None,
-                    "partition": partition if stage == "rl" and freeze else None}
+                    "partition": str(partition) if stage == "rl" and freeze else None}
         if stage == "rl" and rl_seed is not None:  # only then: stage keys of ordinary builds are unchanged
             settings["rl_seed"] = rl_seed
         key = _stage_key(settings)
@@ -384,7 +385,7 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
     # A frozen re-run gets its own manifest: the study runs several at once next to the organism's own.
     manifest_name = f"manifest-{name}.json" if name != "rl" else "manifest.json"
     write_result(out / manifest_name, "organism-build", STAGE_SCHEMA_VERSION, manifest, seed=seed,
-                 inputs={"preset": recipe.preset, "freeze": freeze, "partition": partition})
+                 inputs={"preset": recipe.preset, "freeze": freeze, "partition": str(partition)})
     return manifest
 
 

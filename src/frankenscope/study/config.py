@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from frankenscope.errors import FrankenscopeError
+
+if TYPE_CHECKING:
+    from frankenscope.weights.partition import Partition
 
 #: dtype names `loading.resolve_dtype` accepts (kept here so the config loads without torch; a test checks they agree)
 DtypeName = Literal["float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "float64", "auto"]
@@ -131,25 +134,31 @@ class StudyConfig(_Strict):
         return {"dtype": self.dtype, "device": self.device, "device_map": self.device_map,
                 "attn_implementation": self.attn_implementation}
 
+    @property
+    def partition_parsed(self) -> Partition:
+        """The `partition` field as the Partition every analysis takes (parsed and checked on load)."""
+        from frankenscope.weights.partition import Partition
+
+        return Partition.parse(self.partition)
+
     @field_validator("partition")
     @classmethod
     def _valid_partition(cls, v: str) -> str:
-        check_partition_spec(v)
+        _check_partition(v)
         return v
 
 
-def check_partition_spec(spec: str) -> None:
-    """Raise ValueError when a partition spec cannot be read; checked against the smallest layer count it can
-    describe (the model's own count is checked again when the model is known)."""
-    from frankenscope.weights.partition import partition
+def _check_partition(spec: str) -> None:
+    """Raise ValueError when a partition spec cannot be read (`Partition.parse`) or cannot fit even the
+    smallest model it could describe (the model's own depth is checked when the model is known)."""
+    from frankenscope.weights.partition import Partition
 
-    s = spec.strip().replace(" ", "")
-    nums = [int(x) for x in re.findall(r"\d+", s)]
-    if s == "thirds":
-        return
-    n = max(nums, default=0) + 1 if s.startswith("cuts:") or "=" in s else sum(nums)
     try:
-        partition(max(n, 3), spec)
+        part = Partition.parse(spec)
+        fewest = {"thirds": 3, "cuts": max(part.values, default=0) + 1, "sizes": sum(part.values)}.get(part.kind)
+        if fewest is None:  # explicit ranges: up to the highest layer they name
+            fewest = max((int(x) for _, rng in part.ranges for x in re.findall(r"\d+", rng)), default=0) + 1
+        part.regions(max(fewest, 3))
     except FrankenscopeError as e:
         raise ValueError(str(e)) from e
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from frankenscope.io import read_json, write_json_atomic, write_result
 from frankenscope.study.config import StudyConfig
+from frankenscope.weights.partition import Partition
 
 STUDY_SCHEMA_VERSION = 1
 HYBRID_PLANS = ("IN:RL:RL", "IN:IN:RL", "RL:RL:IN", "RL:IN:IN", "IN:RL:IN", "RL:IN:RL")
@@ -73,7 +74,7 @@ def validate_unit(ctx: UnitContext) -> UnitRun | None:
 
         v = cfg.validate_
         settings = ValidateSettings(n=v.n, max_new_tokens=v.max_new_tokens, seed=cfg.seed, dtype=cfg.dtype,
-                                    device=cfg.device, partition=cfg.partition, prompt_style=ctx.styles[v.model])
+                                    device=cfg.device, partition=cfg.partition_parsed, prompt_style=ctx.styles[v.model])
         return validate(paths[v.model], folder, in_=paths["in"], rl=paths["rl"], checks=v.checks,
                         settings=settings, echo=lambda s: None)
 
@@ -149,7 +150,7 @@ def diff_unit(ctx: UnitContext) -> UnitRun:
     from frankenscope.weights.diff import diff_models
 
     p = ctx.paths
-    return lambda folder: diff_models(p["base"], p["in"], p["rl"], folder, partition_spec=ctx.cfg.partition,
+    return lambda folder: diff_models(p["base"], p["in"], p["rl"], folder, partition=ctx.cfg.partition_parsed,
                                       progress=ctx.progress)
 
 
@@ -169,7 +170,7 @@ def hybrids_unit(ctx: UnitContext) -> UnitRun:
         if not done or read_json(key_file) != json.loads(json.dumps(key)):  # reuse merges of these donors only
             key_file.unlink(missing_ok=True)
             merge_all_hybrids({"IN": paths["in"], "RL": paths["rl"]}, folder / "models", plans=HYBRID_PLANS,
-                              partition_spec=cfg.partition, non_layer_from=cfg.non_layer_from, progress=ctx.progress)
+                              partition=cfg.partition_parsed, non_layer_from=cfg.non_layer_from, progress=ctx.progress)
             write_json_atomic(key_file, key)
         hy = [str(folder / "models" / plan_dir(p)) for p in HYBRID_PLANS]
         return ctx.finegrained([paths["in"], *hy, paths["rl"]], ["IN", *HYBRID_PLANS, "RL"],
@@ -188,7 +189,7 @@ def freeze_unit(ctx: UnitContext) -> UnitRun | None:
     def run(folder: Path) -> Any:
         seeds = cfg.freeze.seeds or [cfg.seed]
         runs = frozen_rl_runs(organism_root, cfg.freeze.regions, preset=cfg.organism_preset or "small",
-                              seed=cfg.seed, partition=cfg.partition, progress=ctx.progress, log=ctx.log, seeds=seeds)
+                              seed=cfg.seed, partition=cfg.partition_parsed, progress=ctx.progress, log=ctx.log, seeds=seeds)
         write_frozen_heldout(folder, organism_root, cfg.freeze.regions, seed=cfg.seed, seeds=seeds)
         # the suite (Table 3): the first seed's runs; P7 is decided on the held-out items over all seeds
         shown = {lb: path for lb, path in runs.items() if lb.endswith(f" s{seeds[0]}")}
@@ -208,7 +209,7 @@ def rerun_folder(region: str, rl_seed: int, seed: int) -> str:
     return name if rl_seed == seed else f"{name}-s{rl_seed}"
 
 
-def _frozen_rl_job(root: str, region: str, preset: str, seed: int, partition: str, threads: int,
+def _frozen_rl_job(root: str, region: str, preset: str, seed: int, partition: Partition, threads: int,
                    rl_seed: int | None = None) -> str:
     """One RL re-run in a worker process (torch threads set first): `region` frozen, or none for the
     control. Every re-run, the control included, goes through exactly this function."""
@@ -225,7 +226,7 @@ def _frozen_rl_job(root: str, region: str, preset: str, seed: int, partition: st
     return str(Path(root) / folder)
 
 
-def frozen_rl_runs(root: Path, regions: list[str], *, preset: str, seed: int, partition: str,
+def frozen_rl_runs(root: Path, regions: list[str], *, preset: str, seed: int, partition: Partition,
                    progress: bool = True, log: Callable[[str], Any] = print,
                    seeds: list[int] | None = None) -> dict[str, str]:
     """RL re-runs from the organism's IN, per RL seed: one per frozen region plus an unfrozen control,

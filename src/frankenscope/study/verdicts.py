@@ -30,7 +30,7 @@ from frankenscope.analyses import claim_units
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.metrics import ALPHA, holm, paired_binary, paired_continuous, wilson_interval
 from frankenscope.io import safe_filename
-from frankenscope.weights.partition import partition
+from frankenscope.weights.partition import Partition
 
 METRICS = ("M_vis", "M_v2r", "M_rea")
 #: Smallest accuracy difference that matters: the paper's smallest differences read as effects are
@@ -215,7 +215,7 @@ def verdict_p1(out: Path) -> Verdict:
 
 
 def _regions(out: Path, n_layers: int) -> dict[str, list[int]]:
-    return partition(n_layers, _study(out).get("partition", "thirds"))
+    return Partition.parse(_study(out).get("partition", "thirds")).regions(n_layers)
 
 
 def _region_of(layer: int, regions: dict[str, list[int]]) -> str:

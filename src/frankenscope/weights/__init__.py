@@ -4,7 +4,7 @@ from frankenscope._lazy import lazy_exports
 
 _M = "frankenscope.weights."
 _EXPORTS = {
-    **dict.fromkeys(("partition", "parse_layers", "resolve_region", "REGIONS"), _M + "partition"),
+    **dict.fromkeys(("Partition", "partition", "parse_layers", "resolve_region", "REGIONS"), _M + "partition"),
     **dict.fromkeys(("CheckpointReader", "TensorEntry"), _M + "reader"),
     **dict.fromkeys(("diff", "diff_models", "diff_pair", "effective_rank", "stable_rank", "spectral_metrics"),
                     _M + "diff"),

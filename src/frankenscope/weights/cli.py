@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from frankenscope.cli_common import fail
 from frankenscope.errors import FrankenscopeError
+from frankenscope.weights.partition import Partition
 
 
 def _fmt(x: float | None) -> str:
@@ -22,7 +24,7 @@ def diff_cmd(
     to: Path | None = typer.Option(None, "--to", help="Ending checkpoint (pairwise form): delta = TO - FROM."),
     out: Path = typer.Option(..., "--out", help="Output folder: diff.json and the figures."),
     top_k: int = typer.Option(50, "--top-k", help="Singular values kept per matrix (spectrum, log-volume)."),
-    partition_spec: str = typer.Option("thirds", "--partition", help="LLM regions: thirds, 8,12,8, cuts:9,18, ..."),
+    partition: str = typer.Option("thirds", "--partition", help="LLM regions: thirds, 8,12,8, cuts:9,18, ..."),
     max_svd_elements: int = typer.Option(100_000_000, "--max-svd-elements",
                                          help="Skip spectral metrics for bigger matrices (embeddings, lm_head)."),
     svd_method: str = typer.Option("svd", "--svd-method", help="svd (torch.linalg.svdvals) or gram (faster on CPU)."),
@@ -39,7 +41,7 @@ def diff_cmd(
     """Per-matrix update energy and spectra (IN - Base and RL - IN, or TO - FROM), streamed tensor by tensor."""
     from frankenscope.weights.diff import diff_models, diff_pair
 
-    kwargs = dict(top_k=top_k, partition_spec=partition_spec, max_svd_elements=max_svd_elements,
+    kwargs: dict[str, Any] = dict(top_k=top_k, max_svd_elements=max_svd_elements,
                   svd_method=svd_method, spectral=spectral, device=device, plots=plots, full_hash=full_hash,
                   architecture=architecture, progress=progress)
     if threads is not None:
@@ -49,6 +51,7 @@ def diff_cmd(
     three = (base, in_, rl)
     two = (from_, to)
     try:
+        kwargs["partition"] = Partition.parse(partition)
         if all(p is not None for p in three) and all(p is None for p in two):
             doc = diff_models(base, in_, rl, out, **kwargs)
         elif all(p is not None for p in two) and all(p is None for p in three):
@@ -75,7 +78,7 @@ def merge_cmd(
                              "existing folder that is not an earlier merge is refused unless --overwrite."),
     plan: str | None = typer.Option(None, "--plan", help="Donors of early:mid:late, e.g. IN:RL:RL."),
     all_hybrids: bool = typer.Option(False, "--all-hybrids", help="Write the paper's six hybrids."),
-    partition_spec: str = typer.Option("thirds", "--partition", help="LLM regions: thirds, 8,12,8, cuts:9,18, ..."),
+    partition: str = typer.Option("thirds", "--partition", help="LLM regions: thirds, 8,12,8, cuts:9,18, ..."),
     non_layer_from: str = typer.Option(
         "early", "--non-layer-from",
         help="Donor of vision tower, projector, embeddings, final norm, lm_head, config: early (the early "
@@ -89,10 +92,11 @@ def merge_cmd(
     from frankenscope.weights.merge import merge, merge_all_hybrids
 
     donors = {"IN": in_, "RL": rl}
-    kwargs = dict(partition_spec=partition_spec, non_layer_from=non_layer_from,
+    kwargs: dict[str, Any] = dict(non_layer_from=non_layer_from,
                   shard_bytes=max(1, int(shard_gb * 1024**3)), full_hash=full_hash, progress=progress,
                   overwrite=overwrite)
     try:
+        kwargs["partition"] = Partition.parse(partition)
         if all_hybrids == (plan is not None):
             raise FrankenscopeError("give exactly one of --plan PLAN and --all-hybrids")
         paths = merge_all_hybrids(donors, out, **kwargs) if all_hybrids else [merge(donors, plan, out, **kwargs)]

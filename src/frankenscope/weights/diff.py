@@ -25,7 +25,7 @@ number can be rebuilt from the stored ``fro_ref`` of the RL update (= ||W_IN||_F
 
 Unified layer index (`ParamLocation.unified_index`): vision blocks 0..V-1, projector V, LLM layers
 V+1..V+L (the reference uses -V..-1, 0, 1..L: subtract V to convert). Regions (early/mid/late) come
-from `partition()` over the LLM layers.
+from the `Partition` over the LLM layers.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ import torch
 
 from frankenscope.errors import FrankenscopeError
 from frankenscope.io import write_result
-from frankenscope.weights.partition import REGIONS, partition
+from frankenscope.weights.partition import REGIONS, Partition
 from frankenscope.weights.reader import CheckpointReader, TensorEntry
 
 SCHEMA_VERSION = 1
@@ -305,7 +305,7 @@ def _section(component: str) -> str:
 # the diff
 # ------------------------------------------------------------------------------------------
 def diff(checkpoints: Mapping[str, str | Path], deltas: Sequence[tuple[str, str, str]], out: str | Path, *,
-         top_k: int = DEFAULT_TOP_K, partition_spec: str = "thirds",
+         top_k: int = DEFAULT_TOP_K, partition: str | Partition = "thirds",
          max_svd_elements: int = DEFAULT_MAX_SVD_ELEMENTS, svd_method: str = "svd", spectral: bool = True,
          device: str = "cpu", plots: bool = True, full_hash: bool = False, architecture: str | None = None,
          progress: bool = True) -> dict[str, Any]:
@@ -324,6 +324,7 @@ def diff(checkpoints: Mapping[str, str | Path], deltas: Sequence[tuple[str, str,
             if role not in checkpoints:
                 raise FrankenscopeError(f"delta {label!r} refers to unknown checkpoint {role!r}")
     out = Path(out)
+    part = Partition.parse(partition)
     t0 = time.time()
     readers = {role: CheckpointReader(p, architecture=architecture) for role, p in checkpoints.items()}
     names = _check_compatible(readers)
@@ -331,7 +332,7 @@ def diff(checkpoints: Mapping[str, str | Path], deltas: Sequence[tuple[str, str,
     n_layers, n_vis = first.n_layers, first.n_vision_blocks
     notes = sorted({f"{role}: {n}" for role, r in readers.items() for n in r.notes})
     try:
-        regions = partition(n_layers, partition_spec)
+        regions = part.regions(n_layers)
     except FrankenscopeError:
         if n_layers >= 3:
             raise
@@ -343,7 +344,7 @@ def diff(checkpoints: Mapping[str, str | Path], deltas: Sequence[tuple[str, str,
     labels = [d[0] for d in deltas]
     payload = {
         "settings": {
-            "top_k": top_k, "partition": partition_spec, "max_svd_elements": max_svd_elements,
+            "top_k": top_k, "partition": str(part), "max_svd_elements": max_svd_elements,
             "svd_method": svd_method, "spectral": spectral, "delta_dtype": "float32", "log": "natural",
             "selection": "aggregates use tensors whose name contains 'weight' and not 'norm'; spectral "
                          "metrics need >= 2 dims and <= max_svd_elements elements",

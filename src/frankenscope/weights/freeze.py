@@ -13,7 +13,7 @@ from typing import Any
 
 from frankenscope.adapters import VLMAdapter
 from frankenscope.errors import FrankenscopeError
-from frankenscope.weights.partition import resolve_region
+from frankenscope.weights.partition import Partition
 
 
 def freeze_patterns(adapter: VLMAdapter, layers: list[int]) -> list[str]:
@@ -28,7 +28,8 @@ def _matching(model: Any, patterns: list[str]) -> list[str]:
     return [n for n, _ in model.named_parameters() if any(r.match(n) for r in rx)]
 
 
-def freeze_plan(adapter: VLMAdapter, model: Any, region: str, partition_spec: str = "thirds") -> dict[str, Any]:
+def freeze_plan(adapter: VLMAdapter, model: Any, region: str, partition: str | Partition = "thirds",
+                ) -> dict[str, Any]:
     """The plan for freezing `region` ('early', 'mid+late', '0-3', ...) of the LLM decoder layers.
 
     Returns {region, partition, layers, patterns, parameter_names}; parameter_names are the model's
@@ -36,7 +37,8 @@ def freeze_plan(adapter: VLMAdapter, model: Any, region: str, partition_spec: st
     parameters of those layers (located by the adapter's name rules): a model whose naming the adapter
     does not know is refused, never planned as "freeze nothing".
     """
-    layers = resolve_region(region, adapter.num_layers(model), partition_spec)
+    part = Partition.parse(partition)
+    layers = part.layers(region, adapter.num_layers(model))
     patterns = freeze_patterns(adapter, layers)
     names = _matching(model, patterns)
     wanted = set(layers)
@@ -54,7 +56,7 @@ def freeze_plan(adapter: VLMAdapter, model: Any, region: str, partition_spec: st
             + (f"; layers with no parameter: {empty}" if empty else "")
             + (f"; matched outside the region: {extra[:3]}" if extra else "")
             + (f"; not matched: {missing[:3]}" if missing else ""))
-    return {"region": region, "partition": partition_spec, "layers": layers, "patterns": patterns,
+    return {"region": region, "partition": str(part), "layers": layers, "patterns": patterns,
             "parameter_names": names}
 
 

@@ -1,6 +1,6 @@
 """Region-wise "Frankenstein" merges of two checkpoints of one model (paper §3.3, Table 2).
 
-A plan ``X:Y:Z`` names the donor of the early, mid and late LLM regions (regions from `partition()`).
+A plan ``X:Y:Z`` names the donor of the early, mid and late LLM regions (regions from a `Partition`).
 A region is whole LLM decoder layers: attention (with biases), MLP, and both RMSNorms. Everything
 outside the decoder layers — vision tower, projector (merger), token embeddings, final norm, lm_head —
 comes from one donor, `non_layer_from`:
@@ -37,7 +37,7 @@ import yaml
 
 from frankenscope.errors import FrankenscopeError
 from frankenscope.io import atomic_dir, check_out, fault_point, output_of, write_result, write_text_atomic
-from frankenscope.weights.partition import REGIONS, partition
+from frankenscope.weights.partition import REGIONS, Partition
 from frankenscope.weights.reader import INDEX_FILE, SINGLE_FILE, CheckpointReader, TensorEntry
 
 SCHEMA_VERSION = 1
@@ -208,7 +208,7 @@ MERGEKIT_SIDE_MODULES = ("vision_tower", "multi_modal_projector")
 
 
 def _merge_yaml(plan: str, regions: dict[str, str], layers: dict[str, list[int]], non_layer: str,
-                non_layer_from: str, partition_spec: str, paths: Mapping[str, str], dtype: str) -> str:
+                non_layer_from: str, partition: Partition, paths: Mapping[str, str], dtype: str) -> str:
     """A mergekit passthrough recipe in its modular syntax: `modules.text_decoder.slices` copy whole decoder
     layers [start, end) from one donor each; the vision tower and projector are taken whole from the
     non-layer donor. frankenscope's own record of the merge (regions, donors, tensor counts) is merge.json."""
@@ -224,7 +224,7 @@ def _merge_yaml(plan: str, regions: dict[str, str], layers: dict[str, list[int]]
         doc["dtype"] = dtype
     late = regions["late"]
     head = ("# Frankenstein merge written by frankenscope: an equivalent mergekit passthrough recipe\n"
-            f"# (plan {plan}, partition {partition_spec}, non-layer donor {non_layer}; details in merge.json).\n"
+            f"# (plan {plan}, partition {partition}, non-layer donor {non_layer}; details in merge.json).\n"
             "# Each text_decoder slice copies whole decoder layers [start, end) from one donor; the vision tower\n"
             "# and projector come whole from the non-layer donor. mergekit takes the token embeddings from the\n"
             "# first slice's model and the final norm / lm_head from the last slice's model; frankenscope takes\n"
@@ -250,10 +250,10 @@ def _prepare(donors: Mapping[str, str | Path], architecture: str | None) -> dict
     return readers
 
 
-def _resolve(readers: Mapping[str, CheckpointReader], plan: str, partition_spec: str,
+def _resolve(readers: Mapping[str, CheckpointReader], plan: str, partition: Partition,
              non_layer_from: str) -> tuple[dict[str, str], dict[str, list[int]], str]:
     regions = parse_plan(plan, list(readers))
-    layers = partition(next(iter(readers.values())).n_layers, partition_spec)
+    layers = partition.regions(next(iter(readers.values())).n_layers)
     if non_layer_from.lower() == "early":
         non_layer = regions["early"]
     else:
@@ -264,15 +264,15 @@ def _resolve(readers: Mapping[str, CheckpointReader], plan: str, partition_spec:
     return regions, layers, non_layer
 
 
-def _write_merge(readers: Mapping[str, CheckpointReader], plan: str, out: Path, partition_spec: str,
+def _write_merge(readers: Mapping[str, CheckpointReader], plan: str, out: Path, partition: Partition,
                  non_layer_from: str, shard_bytes: int, progress: bool, inputs: dict[str, Any],
                  overwrite: bool = False) -> Path:
     t0 = time.time()
-    regions, layers, non_layer = _resolve(readers, plan, partition_spec, non_layer_from)
+    regions, layers, non_layer = _resolve(readers, plan, partition, non_layer_from)
     items = _source_plan(readers, regions, layers, non_layer)
     shards = _shards(items, shard_bytes)
     paths = {lab: str(rd.path) for lab, rd in readers.items()}
-    meta = {"format": "pt", "frankenscope_merge": plan, "partition": partition_spec, "non_layer_donor": non_layer}
+    meta = {"format": "pt", "frankenscope_merge": plan, "partition": str(partition), "non_layer_donor": non_layer}
     with atomic_dir(out, own=is_merge_output, overwrite=overwrite) as tmp:
         copied = _copy_side_files(readers[non_layer].folder, tmp)
         weight_map: dict[str, str] = {}
@@ -296,13 +296,13 @@ def _write_merge(readers: Mapping[str, CheckpointReader], plan: str, out: Path, 
                 {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, indent=2) + "\n")
         CheckpointReader(tmp, architecture=readers[non_layer].architecture)  # re-read every header written: fails here (and leaves nothing) if malformed
         write_text_atomic(tmp / "merge.yaml", _merge_yaml(plan, regions, layers, non_layer, non_layer_from,
-                                                          partition_spec, paths, _dtype_name(readers, non_layer)))
+                                                          partition, paths, _dtype_name(readers, non_layer)))
         counts: dict[str, int] = {}
         for _, lab, _ in items:
             counts[lab] = counts.get(lab, 0) + 1
         write_result(tmp / "merge.json", kind="merge", schema_version=SCHEMA_VERSION, seed=None, inputs=inputs,
                      payload={
-                         "plan": plan, "partition": partition_spec, "regions": layers, "region_donors": regions,
+                         "plan": plan, "partition": str(partition), "regions": layers, "region_donors": regions,
                          "non_layer_from": non_layer_from, "non_layer_donor": non_layer,
                          "layer_donors": {str(layer): regions[r] for r in REGIONS for layer in layers[r]},
                          "tensors_from": counts, "n_tensors": len(items), "total_bytes": total,
@@ -313,7 +313,7 @@ def _write_merge(readers: Mapping[str, CheckpointReader], plan: str, out: Path, 
     return out
 
 
-def merge(donors: Mapping[str, str | Path], plan: str, out: str | Path, *, partition_spec: str = "thirds",
+def merge(donors: Mapping[str, str | Path], plan: str, out: str | Path, *, partition: str | Partition = "thirds",
           non_layer_from: str = "early", shard_bytes: int = DEFAULT_SHARD_BYTES, full_hash: bool = False,
           architecture: str | None = None, progress: bool = True, overwrite: bool = False) -> Path:
     """Write the hybrid `plan` (early:mid:late donors, e.g. 'IN:RL:RL') of `donors` as an HF folder at out.
@@ -322,27 +322,27 @@ def merge(donors: Mapping[str, str | Path], plan: str, out: str | Path, *, parti
     partition, non_layer_from, output location) before the first byte is written. An existing non-empty
     `out` that is not an earlier merge is refused unless `overwrite`.
     """
-    out = Path(out)
+    out, part = Path(out), Partition.parse(partition)
     readers = _prepare(donors, architecture)
-    _resolve(readers, plan, partition_spec, non_layer_from)
+    _resolve(readers, plan, part, non_layer_from)
     _check_out(out, readers, overwrite)
     inputs = {lab: rd.describe(full_hash) for lab, rd in readers.items()}
-    return _write_merge(readers, plan, out, partition_spec, non_layer_from, shard_bytes, progress, inputs, overwrite)
+    return _write_merge(readers, plan, out, part, non_layer_from, shard_bytes, progress, inputs, overwrite)
 
 
 def merge_all_hybrids(donors: Mapping[str, str | Path], out: str | Path, *, plans: Sequence[str] = PAPER_PLANS,
-                      partition_spec: str = "thirds", non_layer_from: str = "early",
+                      partition: str | Partition = "thirds", non_layer_from: str = "early",
                       shard_bytes: int = DEFAULT_SHARD_BYTES, full_hash: bool = False,
                       architecture: str | None = None, progress: bool = True,
                       overwrite: bool = False) -> list[Path]:
     """Every plan (default: the paper's six) into OUT/<plan with ':' -> '_'>/; all validated first."""
-    out = Path(out)
+    out, part = Path(out), Partition.parse(partition)
     readers = _prepare(donors, architecture)
     if not plans or len(set(map(plan_dirname, plans))) != len(plans):
         raise FrankenscopeError(f"plans must be given and distinct: {list(plans)}")
     for plan in plans:
-        _resolve(readers, plan, partition_spec, non_layer_from)
+        _resolve(readers, plan, part, non_layer_from)
         _check_out(out / plan_dirname(plan), readers, overwrite)
     inputs = {lab: rd.describe(full_hash) for lab, rd in readers.items()}
-    return [_write_merge(readers, plan, out / plan_dirname(plan), partition_spec, non_layer_from, shard_bytes,
+    return [_write_merge(readers, plan, out / plan_dirname(plan), part, non_layer_from, shard_bytes,
                          progress, inputs, overwrite) for plan in plans]
