@@ -201,3 +201,17 @@ def test_mean_spectrum_pads_short_spectra() -> None:
     assert got == pytest.approx([0.0, -0.75, (-2.0 + SPECTRUM_FLOOR) / 2, (-3.0 + SPECTRUM_FLOOR) / 2])
     assert pytest.approx(math.log(1e-6)) == SPECTRUM_FLOOR
     assert _mean_spectrum([[], []]) == []
+
+
+def test_one_proportion_summary_for_every_share():
+    """Accuracies, fine-grained metrics and the probes' rates are all `proportion_summary` (k/n with its
+    Wilson interval); only the name of the share differs ("value" or "rate")."""
+    from frankenscope.evaluate.finegrained import m_rea
+    from frankenscope.evaluate.metrics import proportion_summary, wilson_interval
+
+    s = proportion_summary([True, False, True, True])
+    lo, hi = wilson_interval(3, 4)
+    assert s == {"n": 4, "count": 3, "value": 0.75, "ci_low": lo, "ci_high": hi}
+    assert proportion_summary([True, False, True, True], value_key="rate") == {
+        "n": 4, "count": 3, "rate": 0.75, "ci_low": lo, "ci_high": hi}
+    assert m_rea([True, None, False, True, True]) == {**s, "n_ungraded": 1}

@@ -46,7 +46,7 @@ from frankenscope.evaluate.metrics import (
     degenerate_interval,
     mcnemar_exact,
     paired_binary,
-    wilson_interval,
+    proportion_summary,
 )
 from frankenscope.evaluate.prompts import PromptStyle
 
@@ -67,15 +67,6 @@ METRICS = ("M_vis", "M_v2r", "M_rea")
 
 def _safe_rate(num: int, den: int) -> float:
     return num / den if den else 0.0
-
-
-def rate_summary(indicators: Sequence[bool], seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
-    """{value, ci_low, ci_high, n, count}: the mean of a 0/1 indicator with its Wilson 95% interval (nan if
-    n = 0). The interval is analytic: `seed` and `n_boot` are accepted for a uniform signature."""
-    x = [bool(v) for v in indicators]
-    k, n = sum(x), len(x)
-    lo, hi = wilson_interval(k, n)
-    return {"value": k / n if n else math.nan, "ci_low": lo, "ci_high": hi, "n": n, "count": k}
 
 
 def transitions(a: Sequence[Label], b: Sequence[Label]) -> dict[str, Any]:
@@ -108,19 +99,19 @@ def m_v2r_indicators(a: Sequence[Label], c: Sequence[Label]) -> list[Label]:
 def m_vis(a: Sequence[Label], b: Sequence[Label], seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
     """M_vis (Eq. 4) = n_TF / N with its CI; `a` image labels, `b` black-image labels, item-aligned."""
     ind = [x for x in m_vis_indicators(a, b) if x is not None]
-    return {**rate_summary(ind, seed, n_boot), "n_ungraded": len(a) - len(ind)}
+    return {**proportion_summary(ind), "n_ungraded": len(a) - len(ind)}
 
 
 def m_v2r(a: Sequence[Label], c: Sequence[Label], seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
     """M_v2r (Eq. 5) = n_TT / N with its CI; `c` black image + description labels."""
     ind = [x for x in m_v2r_indicators(a, c) if x is not None]
-    return {**rate_summary(ind, seed, n_boot), "n_ungraded": len(a) - len(ind)}
+    return {**proportion_summary(ind), "n_ungraded": len(a) - len(ind)}
 
 
 def m_rea(t: Sequence[Label], seed: int = 0, n_boot: int = 2000) -> dict[str, Any]:
     """M_rea (Eq. 6) = text-only accuracy with its CI."""
     ind = [x for x in t if x is not None]
-    return {**rate_summary(ind, seed, n_boot), "n_ungraded": len(t) - len(ind)}
+    return {**proportion_summary(ind), "n_ungraded": len(t) - len(ind)}
 
 
 def paired_comparison(x: dict[str, Label], y: dict[str, Label], seed: int = 0, alpha: float = ALPHA
@@ -314,7 +305,7 @@ def model_metrics(records: list[Record], sets: MetricSets, seed: int = 0, n_boot
         if not name.startswith("bench:"):
             continue
         graded = [bool(v) for v in values.values() if v is not None]
-        bench[name[6:]] = {**rate_summary(graded, seed, n_boot), "n_ungraded": len(values) - len(graded)}
+        bench[name[6:]] = {**proportion_summary(graded), "n_ungraded": len(values) - len(graded)}
         groups.append([float(v) for v in graded])
     if bench:
         value, lo, hi = stratified_mean_ci(groups, n_boot=n_boot, seed=seed)
@@ -327,8 +318,8 @@ def model_metrics(records: list[Record], sets: MetricSets, seed: int = 0, n_boot
 
 def _with_acc_cis(t: dict[str, Any], a: list[Label], b: list[Label], seed: int, n_boot: int) -> dict[str, Any]:
     pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
-    ra = rate_summary([bool(x) for x, _ in pairs], seed, n_boot)
-    rb = rate_summary([bool(y) for _, y in pairs], seed, n_boot)
+    ra = proportion_summary([bool(x) for x, _ in pairs])
+    rb = proportion_summary([bool(y) for _, y in pairs])
     return {**t, "acc_A_ci": [ra["ci_low"], ra["ci_high"]], "acc_B_ci": [rb["ci_low"], rb["ci_high"]]}
 
 

@@ -60,11 +60,13 @@ def wilson_interval(k: int, n: int, alpha: float = ALPHA) -> tuple[float, float]
     return (max(0.0, mid - half), min(1.0, mid + half))
 
 
-def proportion_summary(flags: Sequence[bool], alpha: float = ALPHA) -> dict[str, Any]:
-    """{n, count, value, ci_low, ci_high}: the share of True with its Wilson interval (nan when n = 0)."""
+def proportion_summary(flags: Sequence[bool], alpha: float = ALPHA, value_key: str = "value") -> dict[str, Any]:
+    """{n, count, <value_key>, ci_low, ci_high}: the share k/n of True with its Wilson interval (nan when
+    n = 0). The one summary of a 0/1 indicator: accuracies and fine-grained metrics call the share "value",
+    the probes' change, flip and error rates "rate" (`value_key`), as their result files always have."""
     n, k = len(flags), int(sum(bool(f) for f in flags))
     lo, hi = wilson_interval(k, n, alpha)
-    return {"n": n, "count": k, "value": k / n if n else math.nan, "ci_low": lo, "ci_high": hi}
+    return {"n": n, "count": k, value_key: k / n if n else math.nan, "ci_low": lo, "ci_high": hi}
 
 
 def mcnemar_exact(b: int, c: int) -> float:

@@ -26,12 +26,11 @@ from frankenscope.adapters import VLMAdapter
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.extract import grade
-from frankenscope.evaluate.metrics import paired_difference
+from frankenscope.evaluate.metrics import paired_difference, proportion_summary
 from frankenscope.generation import left_padding, load_image, model_device, pad_token_id
 from frankenscope.layers import check_layers
 from frankenscope.probes.hooks import skip_layers
 from frankenscope.probes.results import localization_payload, write_probe_result
-from frankenscope.probes.swap import rate_summary
 
 REASONING_SCHEMA_VERSION = 1
 
@@ -118,11 +117,11 @@ def summarize_skip(records: Sequence[SkipRecord], layers: Sequence[int], seed: i
         for i, layer in enumerate(layers):
             err = [not r.correct[i] for r in rs]
             d = paired_difference(base_err, err, seed=seed)
-            per_layer.append({"layer": layer, "error": rate_summary(err, seed),
+            per_layer.append({"layer": layer, "error": proportion_summary(err, value_key="rate"),
                               "increase": {"diff": d["diff"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
                                            "p": d.get("p"), "n_broken": d.get("n_b_only"),
                                            "n_fixed": d.get("n_a_only")}})
-        out[task] = {"n_items": len(rs), "baseline_error": rate_summary(base_err, seed), "per_layer": per_layer}
+        out[task] = {"n_items": len(rs), "baseline_error": proportion_summary(base_err, value_key="rate"), "per_layer": per_layer}
     return out
 
 

@@ -43,7 +43,7 @@ from frankenscope.evaluate.extract import (
     normalize_text,
     parse_box,
 )
-from frankenscope.evaluate.metrics import wilson_interval
+from frankenscope.evaluate.metrics import proportion_summary
 from frankenscope.generation import load_image, model_device
 from frankenscope.layers import check_layers
 from frankenscope.probes.decode import BufferLayer, decode_text, eos_token_ids, greedy_decode
@@ -60,7 +60,7 @@ __all__ = [
     "CHANGE_RULES", "ENGINES", "MODES", "VISION_SCHEMA_VERSION", "BufferLayer", "EncodedPair", "PairRecord",
     "PairSweep", "ProbeInput", "PromptVariants", "VisionLocalization", "answers_differ", "decode_text",
     "encode_pair", "eos_token_ids", "fast_prompt_variants", "file_probe_inputs", "greedy_decode",
-    "localize_vision", "naive_prompt_variants", "normalize_answer", "rate_summary", "scale_box", "score_pair",
+    "localize_vision", "naive_prompt_variants", "normalize_answer", "scale_box", "score_pair",
     "seen_scale", "summarize_vision", "sweep_pair", "write_localize_vision",
 ]
 
@@ -218,14 +218,6 @@ def _as_item(pair: ProbePair, answer: str) -> Item:
     return Item(id=pair.id, task=pair.task, prompt=pair.prompt, answer=answer, answer_type=pair.answer_type)
 
 
-def rate_summary(flags: Sequence[bool], seed: int = 0) -> dict[str, Any]:
-    """{n, count, rate, ci_low, ci_high}: the share of True with its Wilson 95% interval (`seed` unused)."""
-    n = len(flags)
-    lo, hi = wilson_interval(int(sum(flags)), n)
-    return {"n": n, "count": int(sum(flags)), "rate": (sum(flags) / n) if n else float("nan"),
-            "ci_low": lo, "ci_high": hi}
-
-
 @dataclass
 class PairRecord:
     id: str
@@ -318,13 +310,13 @@ def summarize_vision(records: Sequence[PairRecord], layers: Sequence[int], seed:
         for i, layer in enumerate(layers):
             per_layer.append({
                 "layer": layer,
-                "change": rate_summary([r.changed[i] for r in rs], seed),
-                "flip_to_source": rate_summary([r.flipped[i] for r in rs], seed),
-                "kept_target": rate_summary([r.kept[i] for r in rs], seed),
+                "change": proportion_summary([r.changed[i] for r in rs], value_key="rate"),
+                "flip_to_source": proportion_summary([r.flipped[i] for r in rs], value_key="rate"),
+                "kept_target": proportion_summary([r.kept[i] for r in rs], value_key="rate"),
                 # Among pairs answered correctly without the swap: a flip here is caused by the swap.
-                "flip_to_source_if_unswapped_correct": rate_summary([r.flipped[i] for r in right], seed),
+                "flip_to_source_if_unswapped_correct": proportion_summary([r.flipped[i] for r in right], value_key="rate"),
             })
-        out[task] = {"n_pairs": len(rs), "unswapped_accuracy": rate_summary([r.unswapped_correct for r in rs], seed),
+        out[task] = {"n_pairs": len(rs), "unswapped_accuracy": proportion_summary([r.unswapped_correct for r in rs], value_key="rate"),
                      "per_layer": per_layer}
     return out
 
