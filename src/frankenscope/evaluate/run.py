@@ -34,7 +34,7 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +272,40 @@ def _fingerprint(model: str) -> str:
     return model_fingerprint(model) if Path(model).is_dir() else f"id:{model}"
 
 
+@dataclass(frozen=True)
+class Generation:
+    """How every model of an evaluation generates: greedy, batched, each model loaded with the same placement
+    (`loading.load_model`), or built by `factory(model, style)` (API models, tests)."""
+
+    batch_size: int = 16
+    max_new_tokens: int = 64
+    max_image_pixels: int | None = None
+    dtype: str = "float32"
+    device: str | None = None
+    device_map: str | None = None
+    attn_implementation: str = "sdpa"
+    progress: bool = True
+    factory: GeneratorFactory | None = None
+
+    def settings(self, style: PromptStyle) -> dict[str, Any]:
+        """What a cached response depends on besides the model and the prompt (part of its cache key)."""
+        return {"generator": "hf" if self.factory is None else "custom", "system": style.system,
+                "max_new_tokens": self.max_new_tokens, "do_sample": False, "repetition_penalty": 1.0,
+                "max_image_pixels": self.max_image_pixels, "dtype": self.dtype, "batch_size": self.batch_size}
+
+    def make(self, model: str, style: PromptStyle) -> Callable[..., list[str]]:
+        """The generator of `model` (loads it: called only when a response is not cached)."""
+        if self.factory is not None:
+            return self.factory(model, style)
+        from frankenscope.evaluate.runner import HFGenerator
+        from frankenscope.loading import load_model
+
+        return HFGenerator(load_model(model, dtype=self.dtype, device=self.device, device_map=self.device_map,
+                                      attn_implementation=self.attn_implementation), batch_size=self.batch_size,
+                           max_new_tokens=self.max_new_tokens, system=style.system, progress=self.progress,
+                           max_image_pixels=self.max_image_pixels)
+
+
 def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", data: Path | None = None,
                      prompt_style: str | list[str] = "plain", labels: list[str] | None = None,
                      n: int | None = None, n_per_task: int = 50, seed: int = 0,
@@ -305,23 +339,11 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
     reference: a label whose column the table's other cells are compared to. generator_factory: build the
         generator for (model, style) yourself (API models, tests); default: transformers via HFGenerator.
     """
-    if not models:
-        raise FrankenscopeError("finegrained_eval: give at least one model")
-    if suite not in SUITES:
-        raise FrankenscopeError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
-    for name, value in (("n", n), ("n_per_task", n_per_task)):
-        if value is not None and value < 1:
-            raise FrankenscopeError(f"{name} must be >= 1, got {value}")
-    if generator_factory is None:  # every model is checked before anything is written or loaded
-        from frankenscope.loading import check_model_source
-
-        for model in models:
-            check_model_source(model)
+    _check_inputs(models, suite, n, n_per_task, check_sources=generator_factory is None)
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    styles = styles_for(models, prompt_style)
-    names = _labels(models, labels)
+    styles, names = styles_for(models, prompt_style), _labels(models, labels)
     bench_names = _parse_benchmarks(benchmarks)
     if bench_names and suite != "paper":
         raise FrankenscopeError("benchmarks are read from the paper's datasets: use them with suite 'paper'")
@@ -334,20 +356,11 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
         from frankenscope.evaluate.judge import JudgeConfig
 
         judge_config = JudgeConfig.from_env()
-
+    gen = Generation(batch_size, max_new_tokens, max_image_pixels, dtype, device, device_map, attn_implementation,
+                     progress, generator_factory)
     split_files: list[str] = []
-    if suite == "organism":
-        sets, data_path = suite_provider(suite).metric_sets(
-            out, data, n_per_task, seed, lambda items, name: _split(items, n, seed, out, name, split_files))
-        bench_label = "Suite accuracy (all items)"
-    else:
-        sets, data_path = paper_sets(out, data, n, seed, bench_names, dataset_prompts, from_hub, split_files)
-        bench_label = "Average benchmark accuracy"
-    sets.check()
-    if not (sets.vis or sets.v2r or sets.rea):
-        raise FrankenscopeError(f"{data_path}: no items for any metric (need items with categories "
-                                "perception/v2r with images, or text items)")
-
+    sets, data_path, bench_label = _metric_sets(suite, out, data, n, n_per_task, seed, bench_names, dataset_prompts,
+                                                from_hub, split_files)
     store = ResponseCache(cache or out / "cache.sqlite")
     try:
         client = judge_fn = describer = None
@@ -358,49 +371,14 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
             judge_fn = LLMJudge(client).grade if judge else None
             describer = Describer(client, max_image_pixels) if describe else None
         desc_info = _attach_descriptions(sets, out, descriptions, describer, echo) if sets.v2r else {}
-
-        model_docs: list[dict[str, Any]] = []
-        inds: list[dict[str, Any]] = []
-        failed_models: list[str] = []
+        model_docs, inds, failed_models = [], [], []
+        inputs = {"suite": suite, "data": str(data_path)}
         for model, style, label in zip(models, styles, names, strict=True):
-            t0 = time.time()
-            echo(f"== {label} ({model}), prompt style {style.name} ==")
-            settings = {"generator": "hf" if generator_factory is None else "custom", "system": style.system,
-                        "max_new_tokens": max_new_tokens, "do_sample": False, "repetition_penalty": 1.0,
-                        "max_image_pixels": max_image_pixels, "dtype": dtype, "batch_size": batch_size}
-
-            def make(model: str = model, style: PromptStyle = style) -> Callable[..., list[str]]:
-                if generator_factory is not None:
-                    return generator_factory(model, style)
-                from frankenscope.evaluate.runner import HFGenerator
-                from frankenscope.loading import load_model
-
-                return HFGenerator(load_model(model, dtype=dtype, device=device, device_map=device_map,
-                                              attn_implementation=attn_implementation), batch_size=batch_size,
-                                   max_new_tokens=max_new_tokens, system=style.system, progress=progress,
-                                   max_image_pixels=max_image_pixels)
-
-            fingerprint = _fingerprint(model)
-            gen = CachedGenerator(_LazyGenerator(make), store, fingerprint, settings)
-            records = run_conditions(gen, style, sets, judge_fn, log=echo)
-            judge_failures = _report_judge_failures(records, label, judge_fn is not None, echo)
-            if judge_failures:
-                failed_models.append(judge_failures)
-            summary = model_metrics(records, sets, seed=seed, n_boot=n_boot)
-            inds.append(indicators(labels_by_condition(records), sets))
-            records_file = out / "models" / f"{safe_filename(label)}.json"
-            header = {"label": label, "model_source": model, "model_fingerprint": fingerprint,
-                      "prompt_style": style.to_dict(), "generation": settings}
-            write_result(records_file, kind="finegrained-model", schema_version=FINEGRAINED_SCHEMA_VERSION,
-                         payload={**header, **summary, "records": [asdict(r) for r in records]}, seed=seed,
-                         inputs={"model_source": model, "model_fingerprint": fingerprint, "suite": suite,
-                                 "data": str(data_path)})
-            model_docs.append({**header, **summary,
-                               "cache": {"hits": gen.hits, "misses": gen.misses, "generator_calls": gen.calls},
-                               "records_file": str(records_file.relative_to(out)),
-                               "wall_s": round(time.time() - t0, 2)})
-            echo(f"  generated {gen.misses}, cached {gen.hits}, {time.time() - t0:.1f}s")
-
+            doc, ind, failure = _evaluate_model(model, style, label, out, sets, gen, store, judge_fn, seed, n_boot,
+                                                inputs, echo)
+            model_docs.append(doc)
+            inds.append(ind)
+            failed_models += [failure] if failure else []
         comparisons = [{"a": names[i], "b": names[i + 1], "metrics": compare_models(inds[i], inds[i + 1], seed, n_boot)}
                        for i in range(len(models) - 1)]
         payload = {
@@ -414,8 +392,7 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
                          "benchmarks": bench_names, "n_boot": n_boot, "cache": str(store.path),
                          "judge": judge_config.public() if judge_config and judge else None,
                          "describer": judge_config.public() if judge_config and describe else None},
-            "sets": {"definitions": sets.definitions, "ids": sets.ids(),
-                     "split_files": split_files},
+            "sets": {"definitions": sets.definitions, "ids": sets.ids(), "split_files": split_files},
             "descriptions": desc_info,
             "judge_stats": asdict(client.stats) if client is not None else None,
             "models": model_docs,
@@ -425,8 +402,7 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
     finally:
         store.close()
     path = write_result(out / "finegrained.json", kind="finegrained", schema_version=FINEGRAINED_SCHEMA_VERSION,
-                        payload=payload, seed=seed,
-                        inputs={"models": models, "labels": names, "suite": suite, "data": str(data_path)})
+                        payload=payload, seed=seed, inputs={"models": models, "labels": names, **inputs})
     fault_point("finegrained:after_result")
     doc = json.loads(path.read_text())
     write_report(doc, out, reference)
@@ -436,6 +412,66 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
         raise FrankenscopeRuntimeError("; ".join(failed_models) + " (results were written with those items "
                                        "ungraded; rerun when the judge works: its successful verdicts are cached)")
     return doc
+
+
+def _check_inputs(models: list[str], suite: str, n: int | None, n_per_task: int, check_sources: bool) -> None:
+    """Refuse bad arguments, and every unreadable model source, before anything is written or loaded."""
+    if not models:
+        raise FrankenscopeError("finegrained_eval: give at least one model")
+    if suite not in SUITES:
+        raise FrankenscopeError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    for name, value in (("n", n), ("n_per_task", n_per_task)):
+        if value is not None and value < 1:
+            raise FrankenscopeError(f"{name} must be >= 1, got {value}")
+    if check_sources:
+        from frankenscope.loading import check_model_source
+
+        for model in models:
+            check_model_source(model)
+
+
+def _metric_sets(suite: str, out: Path, data: Path | None, n: int | None, n_per_task: int, seed: int,
+                 bench_names: list[str], dataset_prompts: dict[str, str], from_hub: bool,
+                 split_files: list[str]) -> tuple[MetricSets, Path, str]:
+    """(the checked metric sets, the data path they came from, the benchmark row's label); the subsample
+    files written go to `split_files`."""
+    if suite == "organism":
+        sets, data_path = suite_provider(suite).metric_sets(
+            out, data, n_per_task, seed, lambda items, name: _split(items, n, seed, out, name, split_files))
+        bench_label = "Suite accuracy (all items)"
+    else:
+        sets, data_path = paper_sets(out, data, n, seed, bench_names, dataset_prompts, from_hub, split_files)
+        bench_label = "Average benchmark accuracy"
+    sets.check()
+    if not (sets.vis or sets.v2r or sets.rea):
+        raise FrankenscopeError(f"{data_path}: no items for any metric (need items with categories "
+                                "perception/v2r with images, or text items)")
+    return sets, data_path, bench_label
+
+
+def _evaluate_model(model: str, style: PromptStyle, label: str, out: Path, sets: MetricSets, gen: Generation,
+                    store: ResponseCache, judge_fn: Any, seed: int, n_boot: int, inputs: dict[str, str],
+                    echo: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+    """Run one model through the four conditions (cached), grade, and write OUT/models/<label>.json.
+    Returns (its entry in finegrained.json, its per-metric indicators, a judge-failure error or None)."""
+    t0 = time.time()
+    echo(f"== {label} ({model}), prompt style {style.name} ==")
+    settings = gen.settings(style)
+    fingerprint = _fingerprint(model)
+    cached = CachedGenerator(_LazyGenerator(lambda: gen.make(model, style)), store, fingerprint, settings)
+    records = run_conditions(cached, style, sets, judge_fn, log=echo)
+    failure = _report_judge_failures(records, label, judge_fn is not None, echo)
+    summary = model_metrics(records, sets, seed=seed, n_boot=n_boot)
+    records_file = out / "models" / f"{safe_filename(label)}.json"
+    header = {"label": label, "model_source": model, "model_fingerprint": fingerprint,
+              "prompt_style": style.to_dict(), "generation": settings}
+    write_result(records_file, kind="finegrained-model", schema_version=FINEGRAINED_SCHEMA_VERSION,
+                 payload={**header, **summary, "records": [asdict(r) for r in records]}, seed=seed,
+                 inputs={"model_source": model, "model_fingerprint": fingerprint, **inputs})
+    echo(f"  generated {cached.misses}, cached {cached.hits}, {time.time() - t0:.1f}s")
+    doc = {**header, **summary, "cache": {"hits": cached.hits, "misses": cached.misses, "generator_calls": cached.calls},
+           "records_file": str(records_file.relative_to(out)), "wall_s": round(time.time() - t0, 2)}
+    return doc, indicators(labels_by_condition(records), sets), failure
 
 
 def _report_judge_failures(records: list[Any], label: str, judged: bool, echo: Callable[[str], None]) -> str | None:
@@ -472,9 +508,9 @@ def accuracy_eval(model: str, out: Path, *, suite: str = "organism", data: Path 
     """
     from frankenscope.data.io import first_n_per_task, load_items
     from frankenscope.evaluate.prompts import get_prompt_style
-    from frankenscope.evaluate.runner import HFGenerator, evaluate, write_eval_result
+    from frankenscope.evaluate.runner import evaluate, write_eval_result
     from frankenscope.evaluate.runner import format_table as accuracy_table
-    from frankenscope.loading import check_model_source, load_model
+    from frankenscope.loading import check_model_source
 
     if n is not None and n < 1:
         raise FrankenscopeError(f"--n must be >= 1, got {n}")
@@ -502,25 +538,19 @@ def accuracy_eval(model: str, out: Path, *, suite: str = "organism", data: Path 
             raise FrankenscopeError(f"--tasks names {sorted(unknown)}, not in {data}")
         items = [it for it in items if it.task in wanted]
     items = first_n_per_task(items, n)
-    settings = {"generator": "hf", "system": style.system, "max_new_tokens": max_new_tokens, "do_sample": False,
-                "repetition_penalty": 1.0, "max_image_pixels": None, "dtype": dtype, "batch_size": batch_size}
-
-    def make() -> HFGenerator:
-        return HFGenerator(load_model(model, dtype=dtype, device=device, device_map=device_map,
-                                      attn_implementation=attn_implementation),
-                           batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress,
-                           system=style.system)
-
+    gen = Generation(batch_size, max_new_tokens, None, dtype, device, device_map, attn_implementation, progress)
+    settings = gen.settings(style)
     fp = _fingerprint(model)
     t0 = time.time()
     with ResponseCache(cache or out / "cache.sqlite") as store:
-        gen = CachedGenerator(_LazyGenerator(make), store, fp, settings, chunk_size=max(batch_size, 1) * 4)
-        result = evaluate([style.apply(it) for it in items], gen, seed=seed)
+        cached = CachedGenerator(_LazyGenerator(lambda: gen.make(model, style)), store, fp, settings,
+                                 chunk_size=max(batch_size, 1) * 4)
+        result = evaluate([style.apply(it) for it in items], cached, seed=seed)
     run = {**settings, "greedy": True, "grader": grader_identity(), "prompt_style": style.to_dict(),
            "data": str(data), "n_items": len(items), "wall_s": round(time.time() - t0, 2),
            "device": device, "device_map": device_map, "attn_implementation": attn_implementation,
-           "cache": {"path": str(cache or out / "cache.sqlite"), "hits": gen.hits, "misses": gen.misses}}
+           "cache": {"path": str(cache or out / "cache.sqlite"), "hits": cached.hits, "misses": cached.misses}}
     write_eval_result(result, out, model_source=model, model_fingerprint=fp, seed=seed, settings=run)
     echo(accuracy_table(result))
-    echo(f"generated {gen.misses}, cached {gen.hits}")
+    echo(f"generated {cached.misses}, cached {cached.hits}")
     return result.summary()
