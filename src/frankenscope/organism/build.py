@@ -286,6 +286,55 @@ def heldout_difference(a_dir: Path, b_dir: Path, seed: int) -> dict[str, Any] | 
     return None if pairs is None else {g: paired_binary(a, b) for g, (a, b) in pairs.items()}
 
 
+def _stage_folder(stage: str, freeze: str | None, rl_folder: str | None) -> str:
+    """A stage's folder name: base, in, rl; rl-frozen-<region> for a frozen RL run; `rl_folder` if given."""
+    if stage != "rl":
+        return stage
+    return rl_folder or (f"rl-frozen-{freeze.replace(',', '_')}" if freeze else "rl")
+
+
+def _stage_start(recipe: Recipe, seed: int, parent_dir: Path | None) -> tuple[Any, Any]:
+    """(model, processor) a stage trains from: a fresh organism for Base, else the parent stage's folder."""
+    if parent_dir is None:
+        from frankenscope.organism.model import build_organism
+
+        return build_organism(recipe.preset, seed=seed, initializer_range=recipe.init_range)
+    from frankenscope.loading import load_model
+
+    loaded = load_model(parent_dir)
+    return loaded.model, loaded.processor
+
+
+def _train_stage(stage: str, name: str, model: Any, processor: Any, data: list[Any], recipe: Recipe, *, seed: int,
+                 rl_seed: int | None, freeze: str | None, partition: str | Partition,
+                 progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train one stage in place: SFT for Base and IN, GRPO for RL (with `freeze`'s layers fixed, then unfrozen
+    again). Returns (training stats, extra stage.json fields: the frozen layers and parameters)."""
+    adapter = get_adapter(model)
+    if stage != "rl":
+        stats = train_sft(model, processor, adapter, data, steps=recipe.base_steps if stage == "base"
+                          else recipe.in_steps, batch_size=recipe.batch_size,
+                          lr=recipe.sft_lr if stage == "base" else recipe.in_lr, warmup=recipe.warmup,
+                          length_group=recipe.length_group, seed=seed, progress=progress, desc=name)
+        return stats, {}
+    from frankenscope.organism.rl import train_grpo
+    from frankenscope.weights.freeze import apply_freeze, freeze_plan
+
+    extra: dict[str, Any] = {}
+    if freeze:
+        plan = freeze_plan(adapter, model, freeze, partition)
+        extra["frozen_layers"] = plan["layers"]
+        extra["frozen_parameters"] = apply_freeze(model, plan["patterns"])
+    stats = train_grpo(model, processor, data, steps=recipe.rl_steps, lr=recipe.rl_lr,
+                       num_generations=recipe.rl_generations, prompts_per_step=recipe.rl_prompts_per_step,
+                       beta=recipe.rl_beta, max_completion_length=recipe.rl_max_completion,
+                       temperature=recipe.rl_temperature, seed=seed if rl_seed is None else rl_seed,
+                       format_weight=recipe.rl_format_weight, progress=progress)
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return stats, extra
+
+
 def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | None = None,
           partition: str | Partition = "thirds", recipe: Recipe | None = None, progress: bool = True,
           log: Any = print, trust_finished: bool = False, rl_seed: int | None = None,
@@ -302,7 +351,7 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
     rl_folder: the RL stage's folder name instead of rl/ or rl-frozen-<region>/ (the study's unfrozen
     control re-run); such a stage writes manifest-<folder>.json, never the organism's manifest.json.
     """
-    from frankenscope.organism.model import build_organism, save_folder
+    from frankenscope.organism.model import save_folder
 
     recipe = recipe or recipe_for(preset)
     out = Path(out)
@@ -313,9 +362,7 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
     parent_key = "init"
     parent_dir: Path | None = None
     for stage in ("base", "in", "rl"):
-        name = stage if (stage != "rl" or not freeze) else f"rl-frozen-{freeze.replace(',', '_')}"
-        if stage == "rl" and rl_folder:
-            name = rl_folder
+        name = _stage_folder(stage, freeze, rl_folder)
         folder = out / name
         if trust_finished and (doc := _matching(folder, stage, recipe, seed, parent_key)) is not None:
             log(f"[{name}] finished (recipe, seed and parent match), skipping")
@@ -339,36 +386,9 @@ def build(out: str | Path, preset: str = "small", seed: int = 0, freeze: str | N
             continue
         t0 = time.time()
         log(f"[{name}] training ({len(data)} examples)")
-        if parent_dir is None:
-            model, processor = build_organism(recipe.preset, seed=seed, initializer_range=recipe.init_range)
-        else:
-            from frankenscope.loading import load_model
-
-            loaded = load_model(parent_dir)
-            model, processor = loaded.model, loaded.processor
-        adapter = get_adapter(model)
-        extra: dict[str, Any] = {}
-        if stage == "rl":
-            from frankenscope.organism.rl import train_grpo
-            from frankenscope.weights.freeze import apply_freeze, freeze_plan
-
-            if freeze:
-                plan = freeze_plan(adapter, model, freeze, partition)
-                extra["frozen_layers"] = plan["layers"]
-                extra["frozen_parameters"] = apply_freeze(model, plan["patterns"])
-            stats = train_grpo(model, processor, data, steps=recipe.rl_steps, lr=recipe.rl_lr,
-                               num_generations=recipe.rl_generations,
-                               prompts_per_step=recipe.rl_prompts_per_step, beta=recipe.rl_beta,
-                               max_completion_length=recipe.rl_max_completion, temperature=recipe.rl_temperature,
-                               seed=seed if rl_seed is None else rl_seed, format_weight=recipe.rl_format_weight,
-                               progress=progress)
-            for p in model.parameters():
-                p.requires_grad_(True)
-        else:
-            lr = recipe.sft_lr if stage == "base" else recipe.in_lr
-            stats = train_sft(model, processor, adapter, data, steps=recipe.base_steps if stage == "base"
-                              else recipe.in_steps, batch_size=recipe.batch_size, lr=lr, warmup=recipe.warmup,
-                              length_group=recipe.length_group, seed=seed, progress=progress, desc=name)
+        model, processor = _stage_start(recipe, seed, parent_dir)
+        stats, extra = _train_stage(stage, name, model, processor, data, recipe, seed=seed, rl_seed=rl_seed,
+                                    freeze=freeze, partition=partition, progress=progress)
         train_s = time.time() - t0
         heldout = heldout if heldout is not None else heldout_items(recipe, seed)
         metrics = evaluate_stage(model, processor, heldout, recipe, seed, progress)
