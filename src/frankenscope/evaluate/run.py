@@ -36,10 +36,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError, FrankenscopeRuntimeError
+from frankenscope.evaluate.backends import GenerationSpec
 from frankenscope.evaluate.cache import CachedGenerator, ResponseCache
 from frankenscope.evaluate.extract import grader_identity
 from frankenscope.evaluate.finegrained import (
@@ -54,6 +55,9 @@ from frankenscope.evaluate.prompts import PromptStyle, styles_for
 from frankenscope.evaluate.report import format_table, write_report
 from frankenscope.io import fault_point, safe_filename, write_result
 from frankenscope.providers import suite as suite_provider
+
+if TYPE_CHECKING:
+    from frankenscope.evaluate.shards import GenerationRequest
 
 FINEGRAINED_SCHEMA_VERSION = 1
 PAPER_MAX_IMAGE_PIXELS = 1280 * 720
@@ -272,6 +276,74 @@ def _fingerprint(model: str) -> str:
     return model_fingerprint(model) if Path(model).is_dir() else f"id:{model}"
 
 
+def _metric_sets(out: Path, suite: str, data: Path | None, n: int | None, n_per_task: int, seed: int,
+                 bench_names: list[str], dataset_prompts: dict[str, str], from_hub: bool,
+                 split_files: list[str]) -> tuple[MetricSets, Path, str]:
+    """(metric sets, data path, benchmark row label) of a suite; split files used are appended to split_files."""
+    if suite == "organism":
+        sets, data_path = suite_provider(suite).metric_sets(
+            out, data, n_per_task, seed, lambda items, name: _split(items, n, seed, out, name, split_files))
+        bench_label = "Suite accuracy (all items)"
+    else:
+        sets, data_path = paper_sets(out, data, n, seed, bench_names, dataset_prompts, from_hub, split_files)
+        bench_label = "Average benchmark accuracy"
+    sets.check()
+    if not (sets.vis or sets.v2r or sets.rea):
+        raise FrankenscopeError(f"{data_path}: no items for any metric (need items with categories "
+                                "perception/v2r with images, or text items)")
+    return sets, data_path, bench_label
+
+
+def finegrained_requests(models: list[str], out: Path, *, suite: str = "organism", data: Path | None = None,
+                         prompt_style: str | list[str] = "plain", labels: list[str] | None = None,
+                         n: int | None = None, n_per_task: int = 50, seed: int = 0,
+                         benchmarks: str | list[str] | None = None, batch_size: int = 16, max_new_tokens: int = 64,
+                         max_image_pixels: int | None = None, dtype: str = "float32", device: str | None = None,
+                         device_map: str | None = None, attn_implementation: str = "sdpa",
+                         descriptions: Path | None = None, prompts: dict[str, str] | None = None,
+                         use_query: bool | None = None, from_hub: bool = False, backend: str = "hf",
+                         vllm: dict[str, Any] | None = None, **_ignored: Any) -> list[GenerationRequest]:
+    """The generations `finegrained_eval` with the same arguments asks for, without generating anything: one
+    `GenerationRequest` per (model, condition), items rendered and ordered exactly as `run_conditions` passes
+    them to the generator. Writes what finegrained_eval would write first (the suite, split files), so a
+    finegrained_eval run afterwards finds every response in the cache once the requests were generated.
+    Generated descriptions (the describer) are not supported here: M_v2r items need descriptions in the
+    data or the `descriptions` file. Other finegrained_eval arguments (judge, cache, ...) are ignored.
+    """
+    from frankenscope.evaluate.backends import GenerationSpec
+    from frankenscope.evaluate.finegrained import CONDITIONS
+    from frankenscope.evaluate.shards import GenerationRequest
+
+    if not models:
+        raise FrankenscopeError("finegrained_requests: give at least one model")
+    if suite not in SUITES:
+        raise FrankenscopeError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    styles = styles_for(models, prompt_style)
+    names = _labels(models, labels)
+    bench_names = _parse_benchmarks(benchmarks)
+    if max_image_pixels is None and suite == "paper":
+        max_image_pixels = PAPER_MAX_IMAGE_PIXELS
+    sets, _, _ = _metric_sets(out, suite, data, n, n_per_task, seed, bench_names,
+                              resolve_dataset_prompts(prompts, use_query), from_hub, [])
+    if sets.v2r:
+        _attach_descriptions(sets, out, descriptions, None, lambda s: None)
+    requests: list[GenerationRequest] = []
+    for model, style, label in zip(models, styles, names, strict=True):
+        spec = GenerationSpec(model=model, backend=backend, system=style.system, max_new_tokens=max_new_tokens,
+                              batch_size=batch_size, max_image_pixels=max_image_pixels, dtype=dtype, device=device,
+                              device_map=device_map, attn_implementation=attn_implementation, vllm=dict(vllm or {}))
+        fingerprint = _fingerprint(model)
+        for cond, items in sets.plan().items():
+            black, with_desc = CONDITIONS[cond]
+            runnable = [style.apply(it, with_description=with_desc) for it in items if not with_desc or it.description]
+            if runnable:
+                requests.append(GenerationRequest(spec=spec, fingerprint=fingerprint, black_image=black,
+                                                  items=runnable, label=f"{label}/{cond}"))
+    return requests
+
+
 def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", data: Path | None = None,
                      prompt_style: str | list[str] = "plain", labels: list[str] | None = None,
                      n: int | None = None, n_per_task: int = 50, seed: int = 0,
@@ -283,7 +355,8 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
                      use_query: bool | None = None, from_hub: bool = False,
                      reference: str | None = None, n_boot: int = 2000, progress: bool = True,
                      echo: Callable[[str], None] = print,
-                     generator_factory: GeneratorFactory | None = None) -> dict[str, Any]:
+                     generator_factory: GeneratorFactory | None = None, backend: str = "hf",
+                     vllm: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fine-grained evaluation of one or more models; writes the files listed in the module docstring and
     returns the `finegrained.json` document.
 
@@ -303,7 +376,10 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
         + unit, as the reference code) and MathVerse ("query_cot", the default; "query_wo"; "question");
         `use_query` is the older MathVista switch.
     reference: a label whose column the table's other cells are compared to. generator_factory: build the
-        generator for (model, style) yourself (API models, tests); default: transformers via HFGenerator.
+        generator for (model, style) yourself (API models, tests); default: the `backend`'s generator.
+    backend: "hf" (transformers, batched) or "vllm" (`frankenscope[vllm]`; `vllm` holds its engine settings:
+        tensor_parallel_size, gpu_memory_utilization, max_model_len, enable_prefix_caching), see
+        evaluate/backends.py; the backend is part of every response's cache key.
     """
     if not models:
         raise FrankenscopeError("finegrained_eval: give at least one model")
@@ -336,17 +412,8 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
         judge_config = JudgeConfig.from_env()
 
     split_files: list[str] = []
-    if suite == "organism":
-        sets, data_path = suite_provider(suite).metric_sets(
-            out, data, n_per_task, seed, lambda items, name: _split(items, n, seed, out, name, split_files))
-        bench_label = "Suite accuracy (all items)"
-    else:
-        sets, data_path = paper_sets(out, data, n, seed, bench_names, dataset_prompts, from_hub, split_files)
-        bench_label = "Average benchmark accuracy"
-    sets.check()
-    if not (sets.vis or sets.v2r or sets.rea):
-        raise FrankenscopeError(f"{data_path}: no items for any metric (need items with categories "
-                                "perception/v2r with images, or text items)")
+    sets, data_path, bench_label = _metric_sets(out, suite, data, n, n_per_task, seed, bench_names, dataset_prompts,
+                                                from_hub, split_files)
 
     store = ResponseCache(cache or out / "cache.sqlite")
     try:
@@ -365,20 +432,17 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
         for model, style, label in zip(models, styles, names, strict=True):
             t0 = time.time()
             echo(f"== {label} ({model}), prompt style {style.name} ==")
-            settings = {"generator": "hf" if generator_factory is None else "custom", "system": style.system,
-                        "max_new_tokens": max_new_tokens, "do_sample": False, "repetition_penalty": 1.0,
-                        "max_image_pixels": max_image_pixels, "dtype": dtype, "batch_size": batch_size}
+            spec = GenerationSpec(model=model, backend=backend, system=style.system, max_new_tokens=max_new_tokens,
+                                  batch_size=batch_size, max_image_pixels=max_image_pixels, dtype=dtype, device=device,
+                                  device_map=device_map, attn_implementation=attn_implementation,
+                                  vllm=dict(vllm or {}), progress=progress)
+            settings = spec.settings() if generator_factory is None else {**spec.settings(), "generator": "custom"}
 
-            def make(model: str = model, style: PromptStyle = style) -> Callable[..., list[str]]:
+            def make(model: str = model, style: PromptStyle = style,
+                     spec: GenerationSpec = spec) -> Callable[..., list[str]]:
                 if generator_factory is not None:
                     return generator_factory(model, style)
-                from frankenscope.evaluate.runner import HFGenerator
-                from frankenscope.loading import load_model
-
-                return HFGenerator(load_model(model, dtype=dtype, device=device, device_map=device_map,
-                                              attn_implementation=attn_implementation), batch_size=batch_size,
-                                   max_new_tokens=max_new_tokens, system=style.system, progress=progress,
-                                   max_image_pixels=max_image_pixels)
+                return spec.build()
 
             fingerprint = _fingerprint(model)
             gen = CachedGenerator(_LazyGenerator(make), store, fingerprint, settings)

@@ -50,11 +50,23 @@ UNIT_IGNORES: dict[str, tuple[str, ...]] = {
 
 @dataclass
 class Unit:
-    """One analysis: `run(folder)` must write `folder/result` (atomically) when it succeeds."""
+    """One analysis: `run(folder)` must write `folder/result` (atomically) when it succeeds.
+
+    The optional fields let an executor split the unit (study/executors.py); `run` alone always does all of it.
+    requests(folder): the generations `run` will ask its response cache for (doing any preparation they need,
+        e.g. merging the hybrids); once they are in the cache, `run` generates nothing.
+    parts / combine: independent pieces (name -> part(folder) returning a JSON-able value) and
+        combine(folder, {name: value}), together equal to `run`.
+    models: models one task of this unit holds at once (GPUs are reserved per model; 0: CPU work only).
+    """
 
     name: str
     result: str
     run: Callable[[Path], Any]
+    requests: Callable[[Path], list[Any]] | None = None
+    parts: dict[str, Callable[[Path], Any]] | None = None
+    combine: Callable[[Path, dict[str, Any]], Any] | None = None
+    models: int = 1
 
 
 def plan_dir(plan: str) -> str:
@@ -73,25 +85,35 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
     ev = cfg.evaluation
     suite_data = ev.data
 
+    def fg_kwargs(labels: list[str], styles: list[str]) -> dict[str, Any]:
+        return dict(suite=ev.suite, data=suite_data, prompt_style=",".join(styles), labels=labels, n=ev.n,
+                    n_per_task=ev.n_per_task, seed=cfg.seed, batch_size=ev.batch_size,
+                    max_new_tokens=ev.max_new_tokens, **cfg.placement(), benchmarks=",".join(ev.benchmarks) or None,
+                    progress=progress, cache=out / "cache.sqlite", prompts=ev.dataset_prompts(), echo=lambda s: None,
+                    **cfg.generation_backend())
+
     def fg(models: list[str], labels: list[str], styles: list[str]) -> Callable[[Path], Any]:
         def run(folder: Path) -> Any:
-            return finegrained_eval(models, folder, suite=ev.suite, data=suite_data, prompt_style=",".join(styles),
-                                    labels=labels, n=ev.n, n_per_task=ev.n_per_task, seed=cfg.seed, batch_size=ev.batch_size,
-                                    max_new_tokens=ev.max_new_tokens, **cfg.placement(),
-                                    benchmarks=",".join(ev.benchmarks) or None, progress=progress,
-                                    cache=out / "cache.sqlite", prompts=ev.dataset_prompts(), echo=lambda s: None)
+            return finegrained_eval(models, folder, **fg_kwargs(labels, styles))
         return run
+
+    def fg_requests(models: list[str], labels: list[str], styles: list[str]) -> Callable[[Path], list[Any]]:
+        def requests(folder: Path) -> list[Any]:
+            from frankenscope.evaluate.run import finegrained_requests
+
+            return finegrained_requests(models, folder, **fg_kwargs(labels, styles))
+        return requests
 
     styles = {k: v.prompt_style for k, v in m.items()}
     units = [validate_unit(cfg, paths)] if cfg.validate_.enabled else []
-    units += [Unit("finegrained", "finegrained.json",
-                  fg([paths["base"], paths["in"], paths["rl"]], ["Base", "IN", "RL"],
-                     [styles["base"], styles["in"], styles["rl"]]))]
+    main = ([paths["base"], paths["in"], paths["rl"]], ["Base", "IN", "RL"], [styles["base"], styles["in"], styles["rl"]])
+    units += [Unit("finegrained", "finegrained.json", fg(*main), requests=fg_requests(*main), models=0)]
     units += probe_units(cfg, paths, progress=progress)
     units.append(Unit("diff", "diff.json", lambda folder: diff_models(
-        paths["base"], paths["in"], paths["rl"], folder, partition_spec=cfg.partition, progress=progress)))
+        paths["base"], paths["in"], paths["rl"], folder, partition_spec=cfg.partition, progress=progress), models=0))
 
-    def hybrids(folder: Path) -> Any:
+    def hybrid_models(folder: Path) -> list[str]:
+        """Merge the six hybrids under folder/models (unless merged from these donors already)."""
         from frankenscope.evaluate.cache import model_fingerprint
 
         key_file = folder / "models" / "merge-key.json"
@@ -103,28 +125,38 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
             merge_all_hybrids({"IN": paths["in"], "RL": paths["rl"]}, folder / "models", plans=HYBRID_PLANS,
                               partition_spec=cfg.partition, non_layer_from=cfg.non_layer_from, progress=progress)
             write_json_atomic(key_file, key)
-        hy = [str(folder / "models" / plan_dir(p)) for p in HYBRID_PLANS]
-        return fg([paths["in"], *hy, paths["rl"]], ["IN", *HYBRID_PLANS, "RL"],
-                  [styles["in"]] * (len(hy) + 1) + [styles["rl"]])(folder)
+        return [str(folder / "models" / plan_dir(p)) for p in HYBRID_PLANS]
 
-    units.append(Unit("hybrids", "finegrained.json", hybrids))
+    def hybrid_eval(hy: list[str]) -> tuple[list[str], list[str], list[str]]:
+        return ([paths["in"], *hy, paths["rl"]], ["IN", *HYBRID_PLANS, "RL"],
+                [styles["in"]] * (len(hy) + 1) + [styles["rl"]])
+
+    units.append(Unit("hybrids", "finegrained.json", lambda folder: fg(*hybrid_eval(hybrid_models(folder)))(folder),
+                      requests=lambda folder: fg_requests(*hybrid_eval(hybrid_models(folder)))(folder), models=0))
 
     if cfg.organism and cfg.freeze.enabled:
 
         organism_root = Path(paths["in"]).parent
 
-        def frozen(folder: Path) -> Any:
-            seeds = cfg.freeze.seeds or [cfg.seed]
+        seeds = cfg.freeze.seeds or [cfg.seed]
+
+        def frozen_eval(folder: Path) -> tuple[list[str], list[str], list[str]]:
+            """Train (or find) the RL re-runs; the models, labels and styles of the freeze suite."""
             runs = frozen_rl_runs(organism_root, cfg.freeze.regions, preset=cfg.organism_preset or "small",
                                   seed=cfg.seed, partition=cfg.partition, progress=progress, log=log, seeds=seeds)
-            write_frozen_heldout(folder, organism_root, cfg.freeze.regions, seed=cfg.seed, seeds=seeds)
             # the suite (Table 3): the first seed's runs; P7 is decided on the held-out items over all seeds
             shown = {lb: path for lb, path in runs.items() if lb.endswith(f" s{seeds[0]}")}
             labels = [lb.removesuffix(f" s{seeds[0]}") if len(seeds) == 1 else lb for lb in shown]
-            return fg([paths["in"], paths["rl"], *shown.values()], ["IN", "RL", *labels],
-                      [styles["in"], styles["rl"], *[styles["rl"]] * len(shown)])(folder)
+            return ([paths["in"], paths["rl"], *shown.values()], ["IN", "RL", *labels],
+                    [styles["in"], styles["rl"], *[styles["rl"]] * len(shown)])
 
-        units.append(Unit("freeze", "finegrained.json", frozen))
+        def frozen(folder: Path) -> Any:
+            models = frozen_eval(folder)
+            write_frozen_heldout(folder, organism_root, cfg.freeze.regions, seed=cfg.seed, seeds=seeds)
+            return fg(*models)(folder)
+
+        units.append(Unit("freeze", "finegrained.json", frozen,
+                          requests=lambda folder: fg_requests(*frozen_eval(folder))(folder), models=0))
     return units
 
 
@@ -268,13 +300,16 @@ def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False)
     data_root = pr.data or cfg.evaluation.data
     styles = {k: v.prompt_style for k, v in cfg.models().items()}
 
-    def per_model(kind: str, run: Callable[[str, Path], Path]) -> Callable[[Path], Any]:
+    def per_model(kind: str, run: Callable[[str, Path], Path]) -> dict[str, Any]:
+        """run / parts / combine of a unit that runs a probe on each configured model (one part per model)."""
+        parts = {m: (lambda folder, m=m: str(run(m, folder / m))) for m in pr.models}
+
+        def combine(folder: Path, done: dict[str, Any]) -> Any:
+            return write_json_atomic(folder / "summary.json", {"kind": kind, "models": {m: done[m] for m in pr.models}})
+
         def go(folder: Path) -> Any:
-            done = {}
-            for m in pr.models:
-                done[m] = str(run(m, folder / m))
-            return write_json_atomic(folder / "summary.json", {"kind": kind, "models": done})
-        return go
+            return combine(folder, {m: part(folder) for m, part in parts.items()})
+        return {"run": go, "parts": parts, "combine": combine}
 
     def vision(m: str, folder: Path) -> Path:
         return run_localize_vision(paths[m], folder, pairs=pr.pairs or "organism", mode=pr.swap_mode,
@@ -293,15 +328,24 @@ def probe_units(cfg: StudyConfig, paths: dict[str, str], progress: bool = False)
                              max_new_tokens=pr.attention_max_new_tokens, prompt_style=styles["rl"],
                              dataset_prompts=cfg.evaluation.dataset_prompts(), **common)
 
-    return [Unit("attention", "attention.json", attention),
-            Unit("localize-vision", "summary.json", per_model("localize-vision", vision)),
-            Unit("localize-reasoning", "summary.json", per_model("localize-reasoning", reasoning))]
+    return [Unit("attention", "attention.json", attention, models=2),
+            Unit("localize-vision", "summary.json", **per_model("localize-vision", vision)),
+            Unit("localize-reasoning", "summary.json", **per_model("localize-reasoning", reasoning))]
+
+
+#: Config sections no unit depends on: where the units run (the results are the same on every executor).
+EXECUTION_ONLY = ("executor",)
 
 
 def unit_settings(cfg: StudyConfig, unit: str) -> dict[str, Any]:
-    """The part of the config a unit depends on: all of it but the name and `UNIT_IGNORES[unit]`."""
-    ignored = {"name", *UNIT_IGNORES.get(unit, ())}
-    return {k: v for k, v in cfg.model_dump(by_alias=True).items() if k not in ignored}
+    """The part of the config a unit depends on: all of it but the name, `EXECUTION_ONLY` and
+    `UNIT_IGNORES[unit]`. The evaluation's backend settings count only when the backend is not the default
+    `hf` (so the keys of HF studies are what they were before backends existed)."""
+    ignored = {"name", *EXECUTION_ONLY, *UNIT_IGNORES.get(unit, ())}
+    out = {k: v for k, v in cfg.model_dump(by_alias=True).items() if k not in ignored}
+    if "evaluation" in out and cfg.evaluation.backend == "hf":
+        out["evaluation"] = {k: v for k, v in out["evaluation"].items() if k not in ("backend", "vllm")}
+    return out
 
 
 def input_fingerprints(cfg: StudyConfig) -> dict[str, Any]:
@@ -334,39 +378,65 @@ def run_study(cfg: StudyConfig, out: str | Path, *, progress: bool = True,
     records its current key (`unit_key`), see the module docstring.
     """
     from frankenscope.loading import check_model_source
+    from frankenscope.study.executors import UnitJob, absorb_leftover_records, check_executor, make_executor
     from frankenscope.study.report import write_report
 
     out = Path(out)
+    check_executor(cfg)
     for spec in cfg.models().values():
         check_model_source(spec.path)
     inputs = input_fingerprints(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    absorb_leftover_records(out, log)
     units = study_units(cfg, out, progress=False, log=log)
+    executor = make_executor(cfg, log)
     t_all = time.time()
-    for unit in tqdm(units, desc="study", unit="unit", disable=not progress):
+    bar = tqdm(total=len(units), desc="study", unit="unit", disable=not progress)
+    done_rows: dict[str, dict[str, Any]] = {}
+    jobs: list[UnitJob] = []
+    reason: dict[str, str] = {}
+    for unit in units:
         folder = out / unit.name
         key = unit_key(cfg, unit.name, inputs)
         marker = read_json(folder / DONE_FILE)
         if isinstance(marker, dict) and marker.get("key") == key:
-            rows.append({"unit": unit.name, "status": "skipped (done)", "wall_s": 0.0})
+            done_rows[unit.name] = {"unit": unit.name, "status": "skipped (done)", "wall_s": 0.0}
             log(f"[{unit.name}] done before, skipping")
+            bar.update(1)
             continue
-        t0 = time.time()
         if marker is not None:
-            log(f"[{unit.name}] settings or inputs changed since its last run: running again")
+            reason[unit.name] = "settings or inputs changed since its last run: running again"
         elif (folder / unit.result).is_file():
-            log(f"[{unit.name}] the last run did not finish (or predates done markers): running again")
+            reason[unit.name] = "the last run did not finish (or predates done markers): running again"
         else:
-            log(f"[{unit.name}] running")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / DONE_FILE).unlink(missing_ok=True)
-        unit.run(folder)
+            reason[unit.name] = "running"
+        jobs.append(UnitJob(unit, folder, key))
+    started: dict[str, float] = {}
+
+    def start(job: UnitJob) -> None:
+        """Before a unit runs: its marker goes (a unit killed from here on is run again)."""
+        started[job.unit.name] = time.time()
+        log(f"[{job.unit.name}] {reason[job.unit.name]}" + (f" ({executor.name} executor)" if executor.name != "local"
+                                                              else ""))
+        job.folder.mkdir(parents=True, exist_ok=True)
+        (job.folder / DONE_FILE).unlink(missing_ok=True)
+
+    def finish(job: UnitJob) -> None:
+        """After a unit succeeded: its done marker, written last."""
+        name = job.unit.name
         fault_point("study:unit_ran")
-        write_json_atomic(folder / DONE_FILE, {"kind": "study-unit", "unit": unit.name, "key": key,
-                                               "settings": unit_settings(cfg, unit.name), "inputs": inputs})
-        rows.append({"unit": unit.name, "status": "ran", "wall_s": round(time.time() - t0, 1)})
-        log(f"[{unit.name}] finished in {time.time() - t0:.0f}s")
+        write_json_atomic(job.folder / DONE_FILE, {"kind": "study-unit", "unit": name, "key": job.key,
+                                                   "settings": unit_settings(cfg, name), "inputs": inputs})
+        wall = time.time() - started[name]
+        done_rows[name] = {"unit": name, "status": "ran", "wall_s": round(wall, 1)}
+        log(f"[{name}] finished in {wall:.0f}s")
+        bar.update(1)
+
+    try:
+        executor.run(jobs, out, start, finish)
+    finally:
+        bar.close()
+    rows = [done_rows[u.name] for u in units]
     summary = {"config": cfg.model_dump(by_alias=True), "units": rows, "wall_s": round(time.time() - t_all, 1)}
     write_result(out / "study.json", "study", STUDY_SCHEMA_VERSION, summary, seed=cfg.seed,
                  inputs={k: v.path for k, v in cfg.models().items()})
