@@ -290,6 +290,9 @@ class _RayRun:
 
         with ResponseCache(self.out / "cache.sqlite") as cache:
             absorb_record_file(self.out / SHARDS_DIR / f"{name}.jsonl", cache)
+        if value.get("reused"):
+            self.log(f"[shard {name}] {value['reused']} response(s) recorded before a retry were kept, "
+                     f"{value['generated']} generated")
         self.shards_left.discard(name)
         for needs in self.waiting.values():
             needs.discard(name)
