@@ -127,10 +127,21 @@ def read_records(path: str | Path) -> dict[str, str]:
     return out
 
 
+def _torn(path: Path) -> bool:
+    """Whether the file's last line lacks its newline (a writer was killed mid-line)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
 def _append_batch(path: Path, pairs: list[tuple[str, str]]) -> None:
-    """Append one batch as one line, durably (flush + fsync) before the next batch starts."""
+    """Append one batch as one line, durably (flush + fsync) before the next batch starts; a torn last line
+    left by a killed writer is closed first, so it cannot swallow this one."""
+    torn = _torn(path)
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps({"pairs": pairs}) + "\n")
+        f.write(("\n" if torn else "") + json.dumps({"pairs": pairs}) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
