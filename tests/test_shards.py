@@ -216,3 +216,17 @@ def test_finegrained_with_the_vllm_backend_writes_hf_shaped_records_and_the_plan
     # the same run with the HF backend would use other keys: a vLLM answer is never served to an HF run
     hf = finegrained_requests([str(micro_dir)], out, **{**kw, "backend": "hf"})
     assert not set(planned) & {k for r in hf for k in r.cache_keys()}
+
+
+def test_batch_size_from_free_memory(micro: Any) -> None:
+    from frankenscope.evaluate.backends import batch_size_for_memory, kv_bytes_per_row, model_batch_size
+
+    # Qwen2.5-VL-7B: 28 layers, 4 KV heads of 128, bf16; a 1,370-token prompt + 8,192 new tokens
+    row = kv_bytes_per_row(layers=28, kv_heads=4, head_dim=128, tokens=1370 + 8192)
+    assert row == 2 * 28 * 4 * 128 * 9562 * 2 == 548_323_328  # ~0.51 GiB per sequence
+    assert batch_size_for_memory(60 * 2**30, row) == 93  # floor(60 GiB x 0.8 / row)
+    assert batch_size_for_memory(10**6, row) == 1 and batch_size_for_memory(10**15, row, cap=64) == 64
+    with pytest.raises(FrankenscopeError, match="bad arguments"):
+        batch_size_for_memory(1, 0)
+    model, _ = micro
+    assert model_batch_size(model, prompt_tokens=10, max_new_tokens=10, default=7) == 7  # CPU: the configured one

@@ -154,3 +154,40 @@ class VLLMGenerator:
         if len(outputs) != len(items):
             raise FrankenscopeError(f"vLLM returned {len(outputs)} outputs for {len(items)} prompts")
         return [o.outputs[0].text for o in outputs]
+
+
+# --------------------------------------------------------------------------- batch size from free memory
+
+
+def kv_bytes_per_row(*, layers: int, kv_heads: int, head_dim: int, tokens: int, dtype_bytes: int = 2) -> int:
+    """Bytes of one sequence's KV cache: keys and values (2) x layers x KV heads x head size x tokens x bytes."""
+    return 2 * layers * kv_heads * head_dim * tokens * dtype_bytes
+
+
+def batch_size_for_memory(free_bytes: int, row_bytes: int, *, fraction: float = 0.8, cap: int = 256) -> int:
+    """The largest batch whose KV cache fits in `fraction` of the free memory (at least 1, at most `cap`).
+
+    The rule: floor(free_bytes x fraction / row_bytes), clamped to [1, cap]; the rest of the fraction's
+    complement is left for activations and the allocator."""
+    if free_bytes < 0 or row_bytes <= 0 or not 0 < fraction <= 1 or cap < 1:
+        raise FrankenscopeError(f"batch_size_for_memory: bad arguments (free {free_bytes}, row {row_bytes}, "
+                                f"fraction {fraction}, cap {cap})")
+    return max(1, min(cap, int(free_bytes * fraction // row_bytes)))
+
+
+def model_batch_size(model: Any, *, prompt_tokens: int, max_new_tokens: int, default: int,
+                     fraction: float = 0.8, cap: int = 256) -> int:
+    """`batch_size_for_memory` for a loaded transformers model on a CUDA device (free memory from
+    `torch.cuda.mem_get_info`, KV shape from its text config, bytes from its dtype); `default` on the CPU."""
+    import torch
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return default
+    cfg = getattr(model.config, "text_config", None) or model.config
+    heads = cfg.num_attention_heads
+    row = kv_bytes_per_row(layers=cfg.num_hidden_layers, kv_heads=getattr(cfg, "num_key_value_heads", None) or heads,
+                           head_dim=getattr(cfg, "head_dim", None) or cfg.hidden_size // heads,
+                           tokens=prompt_tokens + max_new_tokens, dtype_bytes=next(model.parameters()).element_size())
+    free, _ = torch.cuda.mem_get_info(device)
+    return batch_size_for_memory(free, row, fraction=fraction, cap=cap)

@@ -30,7 +30,6 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from frankenscope.study.config import StudyConfig
 
@@ -180,14 +179,16 @@ def _set_sizes(cfg: StudyConfig) -> dict[str, int]:
 
 
 def condition_items(cfg: StudyConfig) -> dict[str, int]:
-    """Items per condition (`MetricSets.plan`): image = vis + v2r + image benchmarks (overlaps between them
-    counted twice: an upper bound), black = vis, black_desc = v2r, text = rea (+ text benchmarks: none of the
-    paper's benchmarks is text-only)."""
+    """Items per condition (`MetricSets.plan`): image = vis + v2r + image benchmarks, less the MathVista benchmark
+    items that are also in vis or v2r (the expected overlap of independent draws from testmini: b x (vis + v2r)
+    / 1000, exact when nothing is subsampled), black = vis, black_desc = v2r, text = rea (+ text benchmarks: none
+    of the paper's benchmarks is text-only)."""
     s = _set_sizes(cfg)
     bench = sum(v for k, v in s.items() if k.startswith("bench:"))
     if cfg.evaluation.suite == "organism":  # the organism's v2r items are among vis; the suite row pools them
         return {"image": s["vis"], "black": s["vis"], "black_desc": s["v2r"], "text": s["rea"]}
-    return {"image": s["vis"] + s["v2r"] + bench, "black": s["vis"], "black_desc": s["v2r"], "text": s["rea"]}
+    overlap = round(s.get("bench:mathvista", 0) * (s["vis"] + s["v2r"]) / DATASET_ITEMS["mathvista"])
+    return {"image": s["vis"] + s["v2r"] + bench - overlap, "black": s["vis"], "black_desc": s["v2r"], "text": s["rea"]}
 
 
 def mean_tokens(max_new_tokens: int) -> int:
