@@ -41,6 +41,8 @@ class Analysis:
     cli: "module:function" of that command (a typer command function).
     claims: the paper's claims whose verdicts read this unit's results.
     ignores: config sections the unit does not depend on (changing them does not rerun it).
+    models: models one task of the unit holds at once (an executor reserves GPUs per model; 0: the unit's
+        own task is CPU work: evaluation units generate in separate shards, the diff streams weights).
     """
 
     name: str
@@ -54,6 +56,7 @@ class Analysis:
     cli: str | None = None
     claims: tuple[str, ...] = ()
     ignores: tuple[str, ...] = ()
+    models: int = 1
 
 
 _U = "frankenscope.study.units:"
@@ -66,11 +69,11 @@ ANALYSES: tuple[Analysis, ...] = (
     Analysis("finegrained", "Fine-grained abilities (Fig. 2, Table 1)", "Fig. 2, Table 1", "finegrained.json",
              _U + "finegrained_unit", ("finegrained.png",), "table.md",
              command="eval", cli="frankenscope.evaluate.cli:eval_cmd", claims=("P1",),
-             ignores=("probes", "freeze", "partition", "non_layer_from", "validate")),
+             ignores=("probes", "freeze", "partition", "non_layer_from", "validate"), models=0),
     Analysis("attention", "Attention to the image, IN vs RL (Fig. 3)", "Fig. 3", "attention.json",
              _U + "attention_unit", ("*.png",),
              command="attention", cli="frankenscope.probes.cli:attention_cmd", claims=("P2",),
-             ignores=("freeze", "partition", "non_layer_from", "validate")),
+             ignores=("freeze", "partition", "non_layer_from", "validate"), models=2),
     Analysis("localize-vision", "Vision localization by visual-token swapping (Fig. 4a)", "Fig. 4a", "summary.json",
              _U + "localize_vision_unit", ("*.png",),
              command="localize vision", cli="frankenscope.probes.cli:localize_vision_cmd", claims=("P3",),
@@ -82,14 +85,14 @@ ANALYSES: tuple[Analysis, ...] = (
     Analysis("diff", "Update energy (Fig. 5) and diversity (Fig. 6)", "Fig. 5, Fig. 6", "diff.json",
              _U + "diff_unit", ("fig5_energy.png", "fig6_*.png"),
              command="diff", cli="frankenscope.weights.cli:diff_cmd", claims=("P4", "P5"),
-             ignores=("evaluation", "probes", "freeze", "non_layer_from", "validate")),
+             ignores=("evaluation", "probes", "freeze", "non_layer_from", "validate"), models=0),
     Analysis("hybrids", "Transferability: six Frankenstein hybrids (Table 2)", "Table 2", "finegrained.json",
              _U + "hybrids_unit", ("finegrained.png",), "table.md",
              command="merge", cli="frankenscope.weights.cli:merge_cmd", claims=("P6",),
-             ignores=("probes", "freeze", "validate")),
+             ignores=("probes", "freeze", "validate"), models=0),
     Analysis("freeze", "Necessity: RL with one region frozen (Table 3)", "Table 3", "finegrained.json",
              _U + "freeze_unit", ("finegrained.png",), "table.md", claims=("P7",),
-             ignores=("probes", "validate")),
+             ignores=("probes", "validate"), models=0),
 )
 
 #: Command groups of the CLI ("localize vision" is command "vision" of group "localize") and their help.

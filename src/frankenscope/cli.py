@@ -6,6 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -172,10 +173,20 @@ def architectures() -> None:
 @app.command("study")
 def study_cmd(
     config: Path = typer.Argument(..., help="Study YAML (see configs/)."),
-    out: Path = typer.Option(..., help="Output folder: one subfolder per analysis, report.html, report.md."),
+    out: Path | None = typer.Option(None, help="Output folder: one subfolder per analysis, report.html, report.md "
+                                    "(needed unless --plan)."),
     device: str | None = typer.Option(None, help="Override the config's device (e.g. cuda:0)."),
     device_map: str | None = typer.Option(None, help="Override the config's device_map (e.g. auto)."),
     dtype: str | None = typer.Option(None, help="Override the config's dtype (e.g. bfloat16)."),
+    executor: str | None = typer.Option(None, help="Where units run: local (default, one process) or ray "
+                                        "(Ray tasks; pip install 'frankenscope[ray]'). Overrides executor.kind."),
+    address: str | None = typer.Option(None, help="Ray cluster to join (auto, ray://HOST:PORT); default: start "
+                                       "a local one. Overrides executor.address."),
+    backend: str | None = typer.Option(None, help="Evaluation generation: hf (transformers) or vllm "
+                                       "(pip install 'frankenscope[vllm]'). Overrides evaluation.backend."),
+    plan: bool = typer.Option(False, "--plan", help="Print the work of every unit and GPU-hour estimates; run "
+                              "nothing."),
+    gpus: str = typer.Option("1,8,64", help="With --plan: GPU counts to estimate for (comma-separated)."),
 ) -> None:
     """Run every analysis for one Base -> IN -> RL triple and write the report; reruns skip finished units."""
     from frankenscope.study.config import StudyConfig, load_config
@@ -183,13 +194,30 @@ def study_cmd(
 
     try:
         cfg = load_config(config)
-        overrides = {k: v for k, v in {"device": device, "device_map": device_map, "dtype": dtype}.items()
-                     if v is not None}
+        overrides: dict[str, Any] = {k: v for k, v in {"device": device, "device_map": device_map,
+                                                       "dtype": dtype}.items() if v is not None}
+        raw = cfg.model_dump(by_alias=True)
+        if executor is not None or address is not None:
+            overrides["executor"] = {**raw["executor"], **({"kind": executor} if executor else {}),
+                                     **({"address": address} if address else {})}
+        if backend is not None:
+            overrides["evaluation"] = {**raw["evaluation"], "backend": backend}
         if overrides:
             try:
-                cfg = StudyConfig.model_validate({**cfg.model_dump(by_alias=True), **overrides})
+                cfg = StudyConfig.model_validate({**raw, **overrides})
             except ValueError as e:
                 raise FrankenscopeError(f"study options: {e}") from e
+        if plan:
+            from frankenscope.study.plan import format_plan, study_plan
+
+            try:
+                counts = [int(g) for g in gpus.split(",") if g.strip()]
+            except ValueError:
+                raise FrankenscopeError(f"--gpus {gpus!r}: give GPU counts such as 1,8,64") from None
+            typer.echo(format_plan(study_plan(cfg, config_path=config), counts))
+            return
+        if out is None:
+            raise FrankenscopeError("study: --out is required (except with --plan)")
         run_study(cfg, out, log=typer.echo)
     except FrankenscopeError as e:
         fail(e)

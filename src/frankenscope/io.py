@@ -37,16 +37,28 @@ def package_versions() -> dict[str, str | None]:
 
 #: Test hook (see `fault_point`): the name of the point at which the process kills itself.
 FAULT_ENV = "FRANKENSCOPE_FAULT"
+#: Test hook: a folder; when set, each fault point fires only once (the first process to reach it).
+FAULT_ONCE_ENV = "FRANKENSCOPE_FAULT_ONCE"
 
 
 def fault_point(name: str) -> None:
     """Fault injection for the tests: SIGKILL this process when $FRANKENSCOPE_FAULT equals `name`.
 
     Inert unless the variable is set; the fault-injection tests (tests/test_faults.py) set it in a
-    subprocess to stop a run at a chosen point exactly as `kill -9` would.
+    subprocess to stop a run at a chosen point exactly as `kill -9` would. With $FRANKENSCOPE_FAULT_ONCE
+    naming a folder, the point fires only for the first process that reaches it (it creates the file
+    <folder>/<name> exclusively first), so a retried task (e.g. a Ray worker) then runs through.
     """
-    if os.environ.get(FAULT_ENV) == name:
-        os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(FAULT_ENV) != name:
+        return
+    once = os.environ.get(FAULT_ONCE_ENV)
+    if once:
+        try:
+            fd = os.open(os.path.join(once, name.replace(":", "_")), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -39,6 +39,8 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+#: Misses `CachedGenerator` sends to its generator (and commits) at a time, unless told otherwise.
+GENERATION_CHUNK = 64
 #: Seconds a statement waits for another process's lock, and how often a locked write is retried.
 BUSY_TIMEOUT_S = 60.0
 LOCK_RETRIES = 5
@@ -211,7 +213,7 @@ class CachedGenerator:
     """
 
     def __init__(self, generator: Callable[..., list[str]], cache: ResponseCache, fingerprint: str,
-                 settings: dict[str, Any] | None = None, chunk_size: int = 64) -> None:
+                 settings: dict[str, Any] | None = None, chunk_size: int = GENERATION_CHUNK) -> None:
         if settings is None:
             get = getattr(generator, "settings", None)
             settings = get() if callable(get) else {}

@@ -34,12 +34,13 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError, FrankenscopeRuntimeError
+from frankenscope.evaluate.backends import GenerationSpec
 from frankenscope.evaluate.cache import CachedGenerator, ResponseCache
 from frankenscope.evaluate.extract import grader_identity
 from frankenscope.evaluate.finegrained import (
@@ -54,6 +55,9 @@ from frankenscope.evaluate.prompts import PromptStyle, styles_for
 from frankenscope.evaluate.report import format_table, write_report
 from frankenscope.io import fault_point, safe_filename, write_result
 from frankenscope.providers import suite as suite_provider
+
+if TYPE_CHECKING:
+    from frankenscope.evaluate.shards import GenerationRequest
 
 FINEGRAINED_SCHEMA_VERSION = 1
 PAPER_MAX_IMAGE_PIXELS = 1280 * 720
@@ -142,7 +146,7 @@ def resolve_dataset_prompts(prompts: dict[str, str] | None = None, use_query: bo
     return out
 
 
-def _parse_benchmarks(benchmarks: str | list[str] | None) -> list[str]:
+def parse_benchmarks(benchmarks: str | list[str] | None) -> list[str]:
     from frankenscope.data.datasets import DATASETS, PAPER_BENCHMARKS
 
     if not benchmarks:
@@ -272,38 +276,53 @@ def _fingerprint(model: str) -> str:
     return model_fingerprint(model) if Path(model).is_dir() else f"id:{model}"
 
 
-@dataclass(frozen=True)
-class Generation:
-    """How every model of an evaluation generates: greedy, batched, each model loaded with the same placement
-    (`loading.load_model`), or built by `factory(model, style)` (API models, tests)."""
+def finegrained_requests(models: list[str], out: Path, *, suite: str = "organism", data: Path | None = None,
+                         prompt_style: str | list[str] = "plain", labels: list[str] | None = None,
+                         n: int | None = None, n_per_task: int = 50, seed: int = 0,
+                         benchmarks: str | list[str] | None = None, batch_size: int = 16, max_new_tokens: int = 64,
+                         max_image_pixels: int | None = None, dtype: str = "float32", device: str | None = None,
+                         device_map: str | None = None, attn_implementation: str = "sdpa",
+                         descriptions: Path | None = None, prompts: dict[str, str] | None = None,
+                         use_query: bool | None = None, from_hub: bool = False, backend: str = "hf",
+                         vllm: dict[str, Any] | None = None, **_ignored: Any) -> list[GenerationRequest]:
+    """The generations `finegrained_eval` with the same arguments asks for, without generating anything: one
+    `GenerationRequest` per (model, condition), items rendered and ordered exactly as `run_conditions` passes
+    them to the generator. Writes what finegrained_eval would write first (the suite, split files), so a
+    finegrained_eval run afterwards finds every response in the cache once the requests were generated.
+    Generated descriptions (the describer) are not supported here: M_v2r items need descriptions in the
+    data or the `descriptions` file. Other finegrained_eval arguments (judge, cache, ...) are ignored.
+    """
+    from frankenscope.evaluate.finegrained import CONDITIONS
+    from frankenscope.evaluate.shards import GenerationRequest
 
-    batch_size: int = 16
-    max_new_tokens: int = 64
-    max_image_pixels: int | None = None
-    dtype: str = "float32"
-    device: str | None = None
-    device_map: str | None = None
-    attn_implementation: str = "sdpa"
-    progress: bool = True
-    factory: GeneratorFactory | None = None
-
-    def settings(self, style: PromptStyle) -> dict[str, Any]:
-        """What a cached response depends on besides the model and the prompt (part of its cache key)."""
-        return {"generator": "hf" if self.factory is None else "custom", "system": style.system,
-                "max_new_tokens": self.max_new_tokens, "do_sample": False, "repetition_penalty": 1.0,
-                "max_image_pixels": self.max_image_pixels, "dtype": self.dtype, "batch_size": self.batch_size}
-
-    def make(self, model: str, style: PromptStyle) -> Callable[..., list[str]]:
-        """The generator of `model` (loads it: called only when a response is not cached)."""
-        if self.factory is not None:
-            return self.factory(model, style)
-        from frankenscope.evaluate.runner import HFGenerator
-        from frankenscope.loading import load_model
-
-        return HFGenerator(load_model(model, dtype=self.dtype, device=self.device, device_map=self.device_map,
-                                      attn_implementation=self.attn_implementation), batch_size=self.batch_size,
-                           max_new_tokens=self.max_new_tokens, system=style.system, progress=self.progress,
-                           max_image_pixels=self.max_image_pixels)
+    if not models:
+        raise FrankenscopeError("finegrained_requests: give at least one model")
+    if suite not in SUITES:
+        raise FrankenscopeError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    styles = styles_for(models, prompt_style)
+    names = _labels(models, labels)
+    bench_names = parse_benchmarks(benchmarks)
+    if max_image_pixels is None and suite == "paper":
+        max_image_pixels = PAPER_MAX_IMAGE_PIXELS
+    sets, _, _ = _metric_sets(suite, out, data, n, n_per_task, seed, bench_names,
+                              resolve_dataset_prompts(prompts, use_query), from_hub, [])
+    if sets.v2r:
+        _attach_descriptions(sets, out, descriptions, None, lambda s: None)
+    requests: list[GenerationRequest] = []
+    for model, style, label in zip(models, styles, names, strict=True):
+        spec = GenerationSpec(model=model, backend=backend, system=style.system, max_new_tokens=max_new_tokens,
+                              batch_size=batch_size, max_image_pixels=max_image_pixels, dtype=dtype, device=device,
+                              device_map=device_map, attn_implementation=attn_implementation, vllm=dict(vllm or {}))
+        fingerprint = _fingerprint(model)
+        for cond, items in sets.plan().items():
+            black, with_desc = CONDITIONS[cond]
+            runnable = [style.apply(it, with_description=with_desc) for it in items if not with_desc or it.description]
+            if runnable:
+                requests.append(GenerationRequest(spec=spec, fingerprint=fingerprint, black_image=black,
+                                                  items=runnable, label=f"{label}/{cond}"))
+    return requests
 
 
 def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", data: Path | None = None,
@@ -317,7 +336,8 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
                      use_query: bool | None = None, from_hub: bool = False,
                      reference: str | None = None, n_boot: int = 2000, progress: bool = True,
                      echo: Callable[[str], None] = print,
-                     generator_factory: GeneratorFactory | None = None) -> dict[str, Any]:
+                     generator_factory: GeneratorFactory | None = None, backend: str = "hf",
+                     vllm: dict[str, Any] | None = None) -> dict[str, Any]:
     """Fine-grained evaluation of one or more models; writes the files listed in the module docstring and
     returns the `finegrained.json` document.
 
@@ -337,14 +357,17 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
         + unit, as the reference code) and MathVerse ("query_cot", the default; "query_wo"; "question");
         `use_query` is the older MathVista switch.
     reference: a label whose column the table's other cells are compared to. generator_factory: build the
-        generator for (model, style) yourself (API models, tests); default: transformers via HFGenerator.
+        generator for (model, style) yourself (API models, tests); default: the `backend`'s generator.
+    backend: "hf" (transformers, batched) or "vllm" (`frankenscope[vllm]`; `vllm` holds its engine settings:
+        tensor_parallel_size, gpu_memory_utilization, max_model_len, enable_prefix_caching), see
+        evaluate/backends.py; the backend is part of every response's cache key.
     """
     _check_inputs(models, suite, n, n_per_task, check_sources=generator_factory is None)
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     styles, names = styles_for(models, prompt_style), _labels(models, labels)
-    bench_names = _parse_benchmarks(benchmarks)
+    bench_names = parse_benchmarks(benchmarks)
     if bench_names and suite != "paper":
         raise FrankenscopeError("benchmarks are read from the paper's datasets: use them with suite 'paper'")
     if max_image_pixels is None and suite == "paper":
@@ -356,8 +379,10 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
         from frankenscope.evaluate.judge import JudgeConfig
 
         judge_config = JudgeConfig.from_env()
-    gen = Generation(batch_size, max_new_tokens, max_image_pixels, dtype, device, device_map, attn_implementation,
-                     progress, generator_factory)
+    specs = [GenerationSpec(model=m, backend=backend, system=st.system, max_new_tokens=max_new_tokens,
+                            batch_size=batch_size, max_image_pixels=max_image_pixels, dtype=dtype, device=device,
+                            device_map=device_map, attn_implementation=attn_implementation, vllm=dict(vllm or {}),
+                            progress=progress) for m, st in zip(models, styles, strict=True)]
     split_files: list[str] = []
     sets, data_path, bench_label = _metric_sets(suite, out, data, n, n_per_task, seed, bench_names, dataset_prompts,
                                                 from_hub, split_files)
@@ -373,9 +398,9 @@ def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", d
         desc_info = _attach_descriptions(sets, out, descriptions, describer, echo) if sets.v2r else {}
         model_docs, inds, failed_models = [], [], []
         inputs = {"suite": suite, "data": str(data_path)}
-        for model, style, label in zip(models, styles, names, strict=True):
-            doc, ind, failure = _evaluate_model(model, style, label, out, sets, gen, store, judge_fn, seed, n_boot,
-                                                inputs, echo)
+        for spec, style, label in zip(specs, styles, names, strict=True):
+            doc, ind, failure = _evaluate_model(spec, style, label, out, sets, generator_factory, store, judge_fn,
+                                                seed, n_boot, inputs, echo)
             model_docs.append(doc)
             inds.append(ind)
             failed_models += [failure] if failure else []
@@ -449,16 +474,19 @@ def _metric_sets(suite: str, out: Path, data: Path | None, n: int | None, n_per_
     return sets, data_path, bench_label
 
 
-def _evaluate_model(model: str, style: PromptStyle, label: str, out: Path, sets: MetricSets, gen: Generation,
-                    store: ResponseCache, judge_fn: Any, seed: int, n_boot: int, inputs: dict[str, str],
-                    echo: Callable[[str], None]) -> tuple[dict[str, Any], dict[str, Any], str | None]:
+def _evaluate_model(spec: GenerationSpec, style: PromptStyle, label: str, out: Path, sets: MetricSets,
+                    factory: GeneratorFactory | None, store: ResponseCache, judge_fn: Any, seed: int, n_boot: int,
+                    inputs: dict[str, str], echo: Callable[[str], None],
+                    ) -> tuple[dict[str, Any], dict[str, Any], str | None]:
     """Run one model through the four conditions (cached), grade, and write OUT/models/<label>.json.
-    Returns (its entry in finegrained.json, its per-metric indicators, a judge-failure error or None)."""
-    t0 = time.time()
+    Returns (its entry in finegrained.json, its per-metric indicators, a judge-failure error or None).
+    The generator is `spec.build()`, or `factory(model, style)` (recorded as generator "custom")."""
+    t0, model = time.time(), spec.model
     echo(f"== {label} ({model}), prompt style {style.name} ==")
-    settings = gen.settings(style)
+    settings = spec.settings() if factory is None else {**spec.settings(), "generator": "custom"}
     fingerprint = _fingerprint(model)
-    cached = CachedGenerator(_LazyGenerator(lambda: gen.make(model, style)), store, fingerprint, settings)
+    make = spec.build if factory is None else (lambda: factory(model, style))
+    cached = CachedGenerator(_LazyGenerator(make), store, fingerprint, settings)
     records = run_conditions(cached, style, sets, judge_fn, log=echo)
     failure = _report_judge_failures(records, label, judge_fn is not None, echo)
     summary = model_metrics(records, sets, seed=seed, n_boot=n_boot)
@@ -538,12 +566,14 @@ def accuracy_eval(model: str, out: Path, *, suite: str = "organism", data: Path 
             raise FrankenscopeError(f"--tasks names {sorted(unknown)}, not in {data}")
         items = [it for it in items if it.task in wanted]
     items = first_n_per_task(items, n)
-    gen = Generation(batch_size, max_new_tokens, None, dtype, device, device_map, attn_implementation, progress)
-    settings = gen.settings(style)
+    spec = GenerationSpec(model=model, system=style.system, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                          dtype=dtype, device=device, device_map=device_map,
+                          attn_implementation=attn_implementation, progress=progress)
+    settings = spec.settings()
     fp = _fingerprint(model)
     t0 = time.time()
     with ResponseCache(cache or out / "cache.sqlite") as store:
-        cached = CachedGenerator(_LazyGenerator(lambda: gen.make(model, style)), store, fp, settings,
+        cached = CachedGenerator(_LazyGenerator(spec.build), store, fp, settings,
                                  chunk_size=max(batch_size, 1) * 4)
         result = evaluate([style.apply(it) for it in items], cached, seed=seed)
     run = {**settings, "greedy": True, "grader": grader_identity(), "prompt_style": style.to_dict(),

@@ -55,6 +55,15 @@ def prompt_text(item: Item, use_description: bool = False) -> str:
     return DESCRIPTION_PREFIX.format(description=item.description) + item.prompt
 
 
+def batch_indices(has_image: list[bool], batch_size: int) -> list[list[int]]:
+    """The batches `HFGenerator` forms from a list of items (by index): the items with an image first, then the
+    text-only ones, each group cut into consecutive runs of `batch_size`. Calling the generator on one of these
+    batches alone forms exactly that batch (evaluation shards rely on it to reproduce a local run)."""
+    with_image = [i for i, h in enumerate(has_image) if h]
+    text_only = [i for i, h in enumerate(has_image) if not h]
+    return [idx[s:s + batch_size] for idx in (with_image, text_only) for s in range(0, len(idx), batch_size)]
+
+
 class HFGenerator:
     """Batched greedy generation with a transformers VLM.
 
@@ -126,10 +135,7 @@ class HFGenerator:
 
         has_image = [items[i].image is not None or (images is not None and images[i] is not None)
                      for i in range(len(items))]
-        with_image = [i for i in range(len(items)) if has_image[i]]
-        text_only = [i for i in range(len(items)) if not has_image[i]]
-        batches = [idx[s:s + self.batch_size] for idx in (with_image, text_only)
-                   for s in range(0, len(idx), self.batch_size)]
+        batches = batch_indices(has_image, self.batch_size)
         out = [""] * len(items)
         gen_kwargs = self.generation_kwargs()
         with left_padding(self.tokenizer), torch.inference_mode():

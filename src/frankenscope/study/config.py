@@ -36,6 +36,15 @@ class ModelSpec(_Strict):
     prompt_style: str = "plain"      # a built-in style name or a .json style file (see evaluate/prompts.py)
 
 
+class VLLMSettings(_Strict):
+    """vLLM engine settings of the `vllm` generation backend (see evaluate/backends.py)."""
+
+    tensor_parallel_size: int = Field(1, ge=1)       # GPUs one engine spans
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)  # fraction of each GPU the engine may take
+    max_model_len: int | None = Field(None, ge=1)    # prompt + response tokens; None: the model's own limit
+    enable_prefix_caching: bool = True               # reuse the KV of shared prompt prefixes (same answers)
+
+
 class EvalSettings(_Strict):
     suite: Literal["organism", "paper"] = "organism"
     data: str | None = None          # a suite folder, or the folder with the paper datasets
@@ -46,6 +55,8 @@ class EvalSettings(_Strict):
     benchmarks: list[str] = Field(default_factory=list)  # e.g. [mathvista, mathverse, mathvision, logicvista]
     mathvista_prompt: Literal["query", "question"] = "query"  # hint query, or question + choices (reference code)
     mathverse_prompt: Literal["query_cot", "query_wo", "question"] = "query_cot"
+    backend: Literal["hf", "vllm"] = "hf"  # generation engine: transformers (default) or vLLM (`frankenscope[vllm]`)
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
     def dataset_prompts(self) -> dict[str, str]:
         return {"mathvista": self.mathvista_prompt, "mathverse": self.mathverse_prompt}
@@ -103,6 +114,27 @@ class ValidateSettings(_Strict):
     max_new_tokens: int = Field(48, ge=1)
 
 
+class ExecutorSettings(_Strict):
+    """Where the units run (see study/executors.py). Not part of any unit's settings: the results are the
+    same on either executor.
+
+    kind: "local" (one process, units one after another; needs no Ray) or "ray" (units and evaluation
+    shards as Ray tasks). address: the Ray cluster ("auto", "ray://HOST:PORT"); None starts a local one
+    with `num_cpus` CPUs. gpus_per_model: GPUs a task reserves per model it loads; None derives it from
+    the placement (0 on the CPU) and the weights' size in `dtype` against `gpu_memory_gb`.
+    shard_items: responses per evaluation shard (rounded up to whole generation chunks).
+    max_retries: how often Ray reruns a task whose worker died.
+    """
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)
+    gpus_per_model: float | None = Field(None, ge=0)
+    gpu_memory_gb: float = Field(80.0, gt=0)
+    shard_items: int = Field(256, ge=1)
+    max_retries: int = Field(3, ge=0)
+
+
 class StudyConfig(_Strict):
     """Everything a study runs; recorded verbatim in every result file of the study."""
 
@@ -123,6 +155,7 @@ class StudyConfig(_Strict):
     probes: ProbeSettings = Field(default_factory=ProbeSettings)
     freeze: FreezeSettings = Field(default_factory=FreezeSettings)
     validate_: ValidateSettings = Field(default_factory=ValidateSettings, alias="validate")
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -140,6 +173,10 @@ class StudyConfig(_Strict):
         from frankenscope.weights.partition import Partition
 
         return Partition.parse(self.partition)
+
+    def generation_backend(self) -> dict[str, object]:
+        """The keyword arguments that choose the evaluation's generation backend (`finegrained_eval`)."""
+        return {"backend": self.evaluation.backend, "vllm": self.evaluation.vllm.model_dump()}
 
     @field_validator("partition")
     @classmethod

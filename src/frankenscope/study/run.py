@@ -34,6 +34,7 @@ from frankenscope.study.units import (  # noqa: F401 - re-exported: the unit bui
     HYBRID_PLANS,
     STUDY_SCHEMA_VERSION,
     UnitContext,
+    Work,
     frozen_rl_runs,
     plan_dir,
     rerun_folder,
@@ -49,11 +50,23 @@ UNIT_IGNORES: dict[str, tuple[str, ...]] = {a.name: a.ignores for a in ANALYSES}
 
 @dataclass
 class Unit:
-    """One analysis: `run(folder)` must write `folder/result` (atomically) when it succeeds."""
+    """One analysis: `run(folder)` must write `folder/result` (atomically) when it succeeds.
+
+    The optional fields let an executor split the unit (study/executors.py); `run` alone always does all of it.
+    requests(folder): the generations `run` will ask its response cache for (doing any preparation they need,
+        e.g. merging the hybrids); once they are in the cache, `run` generates nothing.
+    parts / combine: independent pieces (name -> part(folder) returning a JSON-able value) and
+        combine(folder, {name: value}), together equal to `run`.
+    models: models one task of this unit holds at once (GPUs are reserved per model; 0: CPU work only).
+    """
 
     name: str
     result: str
     run: Callable[[Path], Any]
+    requests: Callable[[Path], list[Any]] | None = None
+    parts: dict[str, Callable[[Path], Any]] | None = None
+    combine: Callable[[Path, dict[str, Any]], Any] | None = None
+    models: int = 1
 
 
 def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callable[[str], Any] = print,
@@ -63,16 +76,29 @@ def study_units(cfg: StudyConfig, out: Path, progress: bool = False, log: Callab
     ctx = UnitContext(cfg, Path(out), progress=progress, log=log)
     units = []
     for a in ANALYSES:
-        run = resolve(a.unit)(ctx)
-        if run is not None:
-            units.append(Unit(a.name, a.result, run))
+        work = resolve(a.unit)(ctx)
+        if work is None:
+            continue
+        if callable(work):
+            work = Work(work)
+        units.append(Unit(a.name, a.result, work.run, requests=work.requests, parts=work.parts,
+                          combine=work.combine, models=a.models))
     return units
 
 
+#: Config sections no unit depends on: where the units run (the results are the same on every executor).
+EXECUTION_ONLY = ("executor",)
+
+
 def unit_settings(cfg: StudyConfig, unit: str) -> dict[str, Any]:
-    """The part of the config a unit depends on: all of it but the name and `UNIT_IGNORES[unit]`."""
-    ignored = {"name", *UNIT_IGNORES.get(unit, ())}
-    return {k: v for k, v in cfg.model_dump(by_alias=True).items() if k not in ignored}
+    """The part of the config a unit depends on: all of it but the name, `EXECUTION_ONLY` and
+    `UNIT_IGNORES[unit]`. The evaluation's backend settings count only when the backend is not the default
+    `hf` (so the keys of HF studies are what they were before backends existed)."""
+    ignored = {"name", *EXECUTION_ONLY, *UNIT_IGNORES.get(unit, ())}
+    out = {k: v for k, v in cfg.model_dump(by_alias=True).items() if k not in ignored}
+    if "evaluation" in out and cfg.evaluation.backend == "hf":
+        out["evaluation"] = {k: v for k, v in out["evaluation"].items() if k not in ("backend", "vllm")}
+    return out
 
 
 def input_fingerprints(cfg: StudyConfig) -> dict[str, Any]:
@@ -105,39 +131,65 @@ def run_study(cfg: StudyConfig, out: str | Path, *, progress: bool = True,
     records its current key (`unit_key`), see the module docstring.
     """
     from frankenscope.loading import check_model_source
+    from frankenscope.study.executors import UnitJob, absorb_leftover_records, check_executor, make_executor
     from frankenscope.study.report import write_report
 
     out = Path(out)
+    check_executor(cfg)
     for spec in cfg.models().values():
         check_model_source(spec.path)
     inputs = input_fingerprints(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    absorb_leftover_records(out, log)
     units = study_units(cfg, out, progress=False, log=log)
+    executor = make_executor(cfg, log)
     t_all = time.time()
-    for unit in tqdm(units, desc="study", unit="unit", disable=not progress):
+    bar = tqdm(total=len(units), desc="study", unit="unit", disable=not progress)
+    done_rows: dict[str, dict[str, Any]] = {}
+    jobs: list[UnitJob] = []
+    reason: dict[str, str] = {}
+    for unit in units:
         folder = out / unit.name
         key = unit_key(cfg, unit.name, inputs)
         marker = read_json(folder / DONE_FILE)
         if isinstance(marker, dict) and marker.get("key") == key:
-            rows.append({"unit": unit.name, "status": "skipped (done)", "wall_s": 0.0})
+            done_rows[unit.name] = {"unit": unit.name, "status": "skipped (done)", "wall_s": 0.0}
             log(f"[{unit.name}] done before, skipping")
+            bar.update(1)
             continue
-        t0 = time.time()
         if marker is not None:
-            log(f"[{unit.name}] settings or inputs changed since its last run: running again")
+            reason[unit.name] = "settings or inputs changed since its last run: running again"
         elif (folder / unit.result).is_file():
-            log(f"[{unit.name}] the last run did not finish (or predates done markers): running again")
+            reason[unit.name] = "the last run did not finish (or predates done markers): running again"
         else:
-            log(f"[{unit.name}] running")
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / DONE_FILE).unlink(missing_ok=True)
-        unit.run(folder)
+            reason[unit.name] = "running"
+        jobs.append(UnitJob(unit, folder, key))
+    started: dict[str, float] = {}
+
+    def start(job: UnitJob) -> None:
+        """Before a unit runs: its marker goes (a unit killed from here on is run again)."""
+        started[job.unit.name] = time.time()
+        log(f"[{job.unit.name}] {reason[job.unit.name]}" + (f" ({executor.name} executor)" if executor.name != "local"
+                                                              else ""))
+        job.folder.mkdir(parents=True, exist_ok=True)
+        (job.folder / DONE_FILE).unlink(missing_ok=True)
+
+    def finish(job: UnitJob) -> None:
+        """After a unit succeeded: its done marker, written last."""
+        name = job.unit.name
         fault_point("study:unit_ran")
-        write_json_atomic(folder / DONE_FILE, {"kind": "study-unit", "unit": unit.name, "key": key,
-                                               "settings": unit_settings(cfg, unit.name), "inputs": inputs})
-        rows.append({"unit": unit.name, "status": "ran", "wall_s": round(time.time() - t0, 1)})
-        log(f"[{unit.name}] finished in {time.time() - t0:.0f}s")
+        write_json_atomic(job.folder / DONE_FILE, {"kind": "study-unit", "unit": name, "key": job.key,
+                                                   "settings": unit_settings(cfg, name), "inputs": inputs})
+        wall = time.time() - started[name]
+        done_rows[name] = {"unit": name, "status": "ran", "wall_s": round(wall, 1)}
+        log(f"[{name}] finished in {wall:.0f}s")
+        bar.update(1)
+
+    try:
+        executor.run(jobs, out, start, finish)
+    finally:
+        bar.close()
+    rows = [done_rows[u.name] for u in units]
     summary = {"config": cfg.model_dump(by_alias=True), "units": rows, "wall_s": round(time.time() - t_all, 1)}
     write_result(out / "study.json", "study", STUDY_SCHEMA_VERSION, summary, seed=cfg.seed,
                  inputs={k: v.path for k, v in cfg.models().items()})

@@ -44,22 +44,48 @@ class UnitContext:
         self.paths = {k: v.path for k, v in m.items()}
         self.styles = {k: v.prompt_style for k, v in m.items()}
 
-    def finegrained(self, models: list[str], labels: list[str], styles: list[str]) -> UnitRun:
-        """A fine-grained evaluation of `models` (columns `labels`, one prompt style each) with the study's
-        evaluation settings and its shared response cache."""
+    def finegrained_kwargs(self, labels: list[str], styles: list[str]) -> dict[str, Any]:
+        """`finegrained_eval`'s settings in a study: the evaluation section, placement, generation backend,
+        the shared response cache; `labels` name the columns, `styles` the models' prompt styles."""
+        cfg, ev = self.cfg, self.cfg.evaluation
+        return dict(suite=ev.suite, data=ev.data, prompt_style=",".join(styles), labels=labels, n=ev.n,
+                    n_per_task=ev.n_per_task, seed=cfg.seed, batch_size=ev.batch_size,
+                    max_new_tokens=ev.max_new_tokens, **cfg.placement(), benchmarks=",".join(ev.benchmarks) or None,
+                    progress=self.progress, cache=self.out / "cache.sqlite", prompts=ev.dataset_prompts(),
+                    echo=lambda s: None, **cfg.generation_backend())
+
+    def evaluate(self, folder: Path, models: list[str], labels: list[str], styles: list[str]) -> Any:
+        """`finegrained_eval` of `models` into `folder` with the study's settings."""
         from frankenscope.evaluate.run import finegrained_eval
 
-        cfg, ev = self.cfg, self.cfg.evaluation
+        return finegrained_eval(models, folder, **self.finegrained_kwargs(labels, styles))
 
+    def finegrained(self, models: Callable[[Path], tuple[list[str], list[str], list[str]]]) -> Work:
+        """A fine-grained evaluation unit. `models(folder)` gives (models, labels, styles), doing whatever
+        preparation they need (merging hybrids, training re-runs); `requests` lists the generations the
+        evaluation will ask for, so an executor can generate them in shards first."""
         def run(folder: Path) -> Any:
-            return finegrained_eval(models, folder, suite=ev.suite, data=ev.data,
-                                    prompt_style=",".join(styles), labels=labels, n=ev.n,
-                                    n_per_task=ev.n_per_task, seed=cfg.seed, batch_size=ev.batch_size,
-                                    max_new_tokens=ev.max_new_tokens, **cfg.placement(),
-                                    benchmarks=",".join(ev.benchmarks) or None, progress=self.progress,
-                                    cache=self.out / "cache.sqlite", prompts=ev.dataset_prompts(),
-                                    echo=lambda s: None)
-        return run
+            return self.evaluate(folder, *models(folder))
+
+        def requests(folder: Path) -> list[Any]:
+            from frankenscope.evaluate.run import finegrained_requests
+
+            ms, labels, styles = models(folder)
+            return finegrained_requests(ms, folder, **self.finegrained_kwargs(labels, styles))
+        return Work(run, requests=requests)
+
+
+@dataclass
+class Work:
+    """What a unit builder returns: `run(folder)` does all of the unit. The optional pieces let an executor
+    split it (study/executors.py): requests(folder), the generations `run` will ask its response cache for
+    (once they are cached, `run` generates nothing); parts (name -> part(folder) returning a JSON-able value)
+    and combine(folder, {name: value}), together equal to `run`."""
+
+    run: UnitRun
+    requests: Callable[[Path], list[Any]] | None = None
+    parts: dict[str, UnitRun] | None = None
+    combine: Callable[[Path, dict[str, Any]], Any] | None = None
 
 
 def validate_unit(ctx: UnitContext) -> UnitRun | None:
@@ -81,11 +107,11 @@ def validate_unit(ctx: UnitContext) -> UnitRun | None:
     return run
 
 
-def finegrained_unit(ctx: UnitContext) -> UnitRun:
+def finegrained_unit(ctx: UnitContext) -> Work:
     """Base, IN and RL on the fine-grained metrics (Fig. 2, Table 1)."""
-    p = ctx.paths
-    s = ctx.styles
-    return ctx.finegrained([p["base"], p["in"], p["rl"]], ["Base", "IN", "RL"], [s["base"], s["in"], s["rl"]])
+    p, s = ctx.paths, ctx.styles
+    triple = ([p["base"], p["in"], p["rl"]], ["Base", "IN", "RL"], [s["base"], s["in"], s["rl"]])
+    return ctx.finegrained(lambda folder: triple)
 
 
 def _probe_common(ctx: UnitContext) -> dict[str, Any]:
@@ -94,12 +120,17 @@ def _probe_common(ctx: UnitContext) -> dict[str, Any]:
                 progress=ctx.progress)
 
 
-def _per_model(ctx: UnitContext, kind: str, run: Callable[[str, Path], Path]) -> UnitRun:
-    """Run a probe on each configured probe model into folder/<model>/, then write folder/summary.json."""
-    def go(folder: Path) -> Any:
-        done = {m: str(run(m, folder / m)) for m in ctx.cfg.probes.models}
-        return write_json_atomic(folder / "summary.json", {"kind": kind, "models": done})
-    return go
+def _per_model(ctx: UnitContext, kind: str, run: Callable[[str, Path], Path]) -> Work:
+    """Run a probe on each configured probe model into folder/<model>/ (one part each), then write
+    folder/summary.json."""
+    models = ctx.cfg.probes.models
+    parts: dict[str, UnitRun] = {m: (lambda folder, m=m: str(run(m, folder / m))) for m in models}
+
+    def combine(folder: Path, done: dict[str, Any]) -> Any:
+        return write_json_atomic(folder / "summary.json", {"kind": kind, "models": {m: done[m] for m in models}})
+
+    return Work(lambda folder: combine(folder, {m: part(folder) for m, part in parts.items()}), parts=parts,
+                combine=combine)
 
 
 def attention_unit(ctx: UnitContext) -> UnitRun:
@@ -117,7 +148,7 @@ def attention_unit(ctx: UnitContext) -> UnitRun:
     return run
 
 
-def localize_vision_unit(ctx: UnitContext) -> UnitRun:
+def localize_vision_unit(ctx: UnitContext) -> Work:
     """Visual-token swapping per probe model (Fig. 4a)."""
     from frankenscope.probes.run import run_localize_vision
 
@@ -130,7 +161,7 @@ def localize_vision_unit(ctx: UnitContext) -> UnitRun:
     return _per_model(ctx, "localize-vision", vision)
 
 
-def localize_reasoning_unit(ctx: UnitContext) -> UnitRun:
+def localize_reasoning_unit(ctx: UnitContext) -> Work:
     """Layer skipping per probe model (Fig. 4b)."""
     from frankenscope.probes.run import run_localize_reasoning
 
@@ -154,12 +185,12 @@ def diff_unit(ctx: UnitContext) -> UnitRun:
                                       progress=ctx.progress)
 
 
-def hybrids_unit(ctx: UnitContext) -> UnitRun:
+def hybrids_unit(ctx: UnitContext) -> Work:
     """The six region-wise IN/RL hybrids (merged under folder/models/, re-merged only when the donors or the
     partition changed), evaluated between IN and RL (Table 2)."""
     cfg, paths = ctx.cfg, ctx.paths
 
-    def run(folder: Path) -> Any:
+    def models(folder: Path) -> tuple[list[str], list[str], list[str]]:
         from frankenscope.evaluate.cache import model_fingerprint
         from frankenscope.weights.merge import merge_all_hybrids
 
@@ -173,30 +204,37 @@ def hybrids_unit(ctx: UnitContext) -> UnitRun:
                               partition=cfg.partition_parsed, non_layer_from=cfg.non_layer_from, progress=ctx.progress)
             write_json_atomic(key_file, key)
         hy = [str(folder / "models" / plan_dir(p)) for p in HYBRID_PLANS]
-        return ctx.finegrained([paths["in"], *hy, paths["rl"]], ["IN", *HYBRID_PLANS, "RL"],
-                               [ctx.styles["in"]] * (len(hy) + 1) + [ctx.styles["rl"]])(folder)
-    return run
+        return ([paths["in"], *hy, paths["rl"]], ["IN", *HYBRID_PLANS, "RL"],
+                [ctx.styles["in"]] * (len(hy) + 1) + [ctx.styles["rl"]])
+    return ctx.finegrained(models)
 
 
-def freeze_unit(ctx: UnitContext) -> UnitRun | None:
+def freeze_unit(ctx: UnitContext) -> Work | None:
     """RL re-runs with one region frozen against an unfrozen control (Table 3; the organism only: it needs the
     built-in RL trainer)."""
     cfg, paths = ctx.cfg, ctx.paths
     if not (cfg.organism and cfg.freeze.enabled):
         return None
     organism_root = Path(paths["in"]).parent
+    seeds = cfg.freeze.seeds or [cfg.seed]
 
-    def run(folder: Path) -> Any:
-        seeds = cfg.freeze.seeds or [cfg.seed]
+    def models(folder: Path) -> tuple[list[str], list[str], list[str]]:
+        """Train (or find) the RL re-runs; the suite (Table 3) shows the first seed's runs."""
         runs = frozen_rl_runs(organism_root, cfg.freeze.regions, preset=cfg.organism_preset or "small",
-                              seed=cfg.seed, partition=cfg.partition_parsed, progress=ctx.progress, log=ctx.log, seeds=seeds)
-        write_frozen_heldout(folder, organism_root, cfg.freeze.regions, seed=cfg.seed, seeds=seeds)
-        # the suite (Table 3): the first seed's runs; P7 is decided on the held-out items over all seeds
+                              seed=cfg.seed, partition=cfg.partition_parsed, progress=ctx.progress, log=ctx.log,
+                              seeds=seeds)
         shown = {lb: path for lb, path in runs.items() if lb.endswith(f" s{seeds[0]}")}
         labels = [lb.removesuffix(f" s{seeds[0]}") if len(seeds) == 1 else lb for lb in shown]
-        return ctx.finegrained([paths["in"], paths["rl"], *shown.values()], ["IN", "RL", *labels],
-                               [ctx.styles["in"], ctx.styles["rl"], *[ctx.styles["rl"]] * len(shown)])(folder)
-    return run
+        return ([paths["in"], paths["rl"], *shown.values()], ["IN", "RL", *labels],
+                [ctx.styles["in"], ctx.styles["rl"], *[ctx.styles["rl"]] * len(shown)])
+
+    work = ctx.finegrained(models)
+
+    def run(folder: Path) -> Any:
+        evaluated = models(folder)  # the re-runs first, then P7's held-out comparison, then the suite
+        write_frozen_heldout(folder, organism_root, cfg.freeze.regions, seed=cfg.seed, seeds=seeds)
+        return ctx.evaluate(folder, *evaluated)
+    return Work(run, requests=work.requests)
 
 
 CONTROL = "control"
