@@ -45,7 +45,7 @@ from frankenscope.evaluate.extract import (
     parse_box,
 )
 from frankenscope.evaluate.metrics import wilson_interval
-from frankenscope.generation import load_image, model_device
+from frankenscope.generation import load_image, model_device, rgb_image
 from frankenscope.layers import check_layers
 from frankenscope.probes.decode import BufferLayer, decode_text, eos_token_ids, greedy_decode
 from frankenscope.probes.results import localization_payload, write_probe_result
@@ -115,6 +115,8 @@ def encode_pair(model: nn.Module, processor: Any, adapter: VLMAdapter, pair: Pro
     before encoding. Pixels are never interpolated in token space (the reference's broken path).
     """
     device = model_device(model)
+    target_image = rgb_image(target_image, f"probe pair {pair.id!r} (target image)")
+    source_image = rgb_image(source_image, f"probe pair {pair.id!r} (source image)")
     prompt = adapter.build_prompt(processor, pair.prompt, 1, system)
     if resize_source and source_image.size != target_image.size:
         source_image = source_image.resize(target_image.size, Image.Resampling.BICUBIC)
