@@ -206,6 +206,17 @@ class VLMAdapter:
         the gold boxes must already use. Families that answer in the pixels of a resized image override it."""
         return (1.0, 1.0)
 
+    def image_injection_layers(self, model: nn.Module) -> list[int]:
+        """LLM layers after which the model adds vision features to the image positions' hidden states
+        (Qwen3-VL's deepstack); none by default. Replacing the image hidden states at the input of layer l
+        equals the cumulative K/V swap from l only for l after all of them."""
+        return []
+
+    def processor_images(self, images: list[Image.Image]) -> list[Any]:
+        """A batch's images (one per prompt) in the form the family's processor reads: a flat list, or one list
+        per sample (`AdapterSpec.images_per_sample`)."""
+        return [[im] for im in images] if self.spec.images_per_sample else list(images)
+
     def fast_sweep_blocker(self) -> str | None:
         """Why the fast swap engine is not exact for this family (None when it is)."""
         return None if self.spec.fast_sweep else self.spec.fast_sweep_blocker

@@ -35,6 +35,7 @@ GEMMA3 = AdapterSpec(
     mlp_modules=("mlp", "multi_modal_projector"),
     sequence_keys=("input_ids", "token_type_ids"),
     image_keys=("pixel_values",),
+    images_per_sample=True,
     image_token_id_field="image_token_index",
     image_start_token_field="boi_token_index",
     image_end_token_field="eoi_token_index",

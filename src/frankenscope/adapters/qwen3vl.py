@@ -12,6 +12,8 @@ Image tokens: as Qwen2-VL (`<|vision_start|>`, the `<|image_pad|>` run = "image"
 
 from __future__ import annotations
 
+from torch import nn
+
 from frankenscope.adapters.naming import LANGUAGE_MODEL, WRAP, llm_rules, rule
 from frankenscope.adapters.qwen2vl import QWEN2_VL, Qwen2VLAdapter
 from frankenscope.adapters.spec import AdapterSpec
@@ -51,3 +53,7 @@ class Qwen3VLAdapter(Qwen2VLAdapter):
     """Qwen3-VL: the `QWEN3_VL` spec; M-RoPE positions as Qwen2-VL (same `get_rope_index` call)."""
 
     spec = QWEN3_VL
+
+    def image_injection_layers(self, model: nn.Module) -> list[int]:
+        """Deepstack: the features of `vision_config.deepstack_visual_indexes` are added after LLM layers 0..k-1."""
+        return list(range(len(model.config.vision_config.deepstack_visual_indexes)))

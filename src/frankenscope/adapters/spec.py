@@ -115,6 +115,9 @@ class AdapterSpec:
     `image_start_token_field` / `image_end_token_field` name the fields of the tokens that open and close
     an image's span.
 
+    `images_per_sample`: the processor takes a batch's images as one list per sample (Gemma 3: a flat list is
+    read as all images of one sample), not as one flat list.
+
     `side_projectors`: further projector modules whose output enters the LLM somewhere other than the token
     embeddings (Qwen3-VL's deepstack mergers); `projector` is the one that feeds the image tokens.
 
@@ -141,6 +144,7 @@ class AdapterSpec:
     image_start_token_field: str | None = None
     image_end_token_field: str | None = None
     side_projectors: tuple[str, ...] = ()
+    images_per_sample: bool = False
     fast_sweep: bool = True
     fast_sweep_blocker: str | None = None
 

@@ -150,7 +150,8 @@ class HFGenerator:
         if images is None:
             inputs = self.processor(text=prompts, return_tensors="pt", padding=True)
         else:
-            inputs = self.processor(text=prompts, images=images, return_tensors="pt", padding=True)
+            inputs = self.processor(text=prompts, images=self.adapter.processor_images(images), return_tensors="pt",
+                                    padding=True)
         inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         output = self.model.generate(**inputs, **gen_kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]

@@ -70,7 +70,8 @@ def generate_ids(model: nn.Module, processor: Any, adapter: VLMAdapter, items: S
         chunk = items[s:s + batch_size]
         prompts = [adapter.build_prompt(processor, it.prompt, 1, system) for it in chunk]
         with left_padding(tokenizer):
-            enc = processor(text=prompts, images=list(images[s:s + batch_size]), return_tensors="pt", padding=True)
+            enc = processor(text=prompts, images=adapter.processor_images(list(images[s:s + batch_size])),
+                            return_tensors="pt", padding=True)
         enc = {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
         with torch.inference_mode():
             gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, repetition_penalty=1.0,

@@ -191,6 +191,7 @@ def sweep_pair(model: nn.Module, processor: Any, adapter: VLMAdapter, ep: Encode
         warnings.warn(note, stacklevel=2)
     if not layers:
         raise FrankenscopeError("no swap layers given")
+    layers = check_layers(layers, adapter.num_layers(model), "swap")
     if max_new_tokens < 1:
         raise FrankenscopeError(f"max_new_tokens must be >= 1 (got {max_new_tokens})")
     tokenizer = getattr(processor, "tokenizer", processor)

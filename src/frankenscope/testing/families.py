@@ -447,6 +447,7 @@ def build_gemma3(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, A
                                  "image_token": "<image_soft_token>"}, chat_template=template)
     cfg = Gemma3Config(
         text_config=dict(_TEXT, vocab_size=len(tok), head_dim=16, query_pre_attn_scalar=16, sliding_window=8,
+                         tie_word_embeddings=False,
                          layer_types=["sliding_attention", "sliding_attention", "full_attention"],
                          initializer_range=initializer_range, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id),
