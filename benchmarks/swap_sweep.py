@@ -21,6 +21,12 @@ Methods (all decode greedily up to ``--tokens`` new tokens, stopping a row at EO
 * ``plain``: one plain greedy evaluation of the targets: `model.generate` per target at batch 1
   (``plain_b8``: the same targets in one left-padded batch of up to 8, as `frankenscope eval` does).
 
+* ``families``: every registered family side by side (its tiny architecture deepened to
+  ``--family-layers`` LLM layers, its largest test image with the family's own token layout:
+  start/end markers, tiles, newlines), fast vs naive with the same decode, and whether every decoded
+  token agrees. The image-token counts are the tiny processors' (4-20); the ``big`` shape is the
+  realistic one for the ratio's dependence on the image length.
+
 Usage: OMP_NUM_THREADS=1 .venv/bin/python benchmarks/swap_sweep.py [--pairs-small 8] [--pairs-big 4]
        [--reps-small 3] [--reps-big 2] [--tokens 8] [--threads N]
 """
@@ -237,6 +243,68 @@ def report(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _family_image(size: tuple[int, int], seed: int) -> Any:
+    """A 4x4 grid of random colours (structured content, so swaps change answers)."""
+    import numpy as np
+    from PIL import Image
+
+    w, h = size
+    blocks = np.random.default_rng(seed).integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    return Image.fromarray(np.kron(blocks, np.ones((-(-h // 4), -(-w // 4), 1), dtype=np.uint8))[:h, :w])
+
+
+def bench_families(layers: int, pairs: int, reps: int, tokens: int) -> list[str]:
+    """fast/naive per registered family, side by side: each family's tiny architecture (frankenscope.testing.families)
+    deepened to `layers` LLM layers, initializer_range 0.2, its largest test image (the processor's token
+    layout: markers, tiles, newlines), a one-line question; all layers swapped (cumulative), greedy decoding."""
+    from frankenscope.adapters import supported_architectures
+    from frankenscope.data.schema import ProbePair
+    from frankenscope.testing.families import FAMILIES
+
+    lines = [f"== families: fast vs naive, {layers} LLM layers, {pairs} pairs x {reps} reps, {tokens} new tokens",
+             f"{'family':<16} {'image tok':>9} {'prompt':>6} {'after image':>11} {'fast s':>7} {'naive s':>8} "
+             f"{'naive/fast':>10}  same answers"]
+    for name, fam in FAMILIES.items():
+        if fam.facts.architecture not in supported_architectures():
+            lines.append(f"{name:<16} (no adapter: not registered)")
+            continue
+        model, proc = fam.build(seed=1, initializer_range=0.2)
+        cfg = model.config.get_text_config()
+        cfg.num_hidden_layers = layers
+        if getattr(cfg, "layer_types", None):
+            cfg.layer_types = [cfg.layer_types[i % len(cfg.layer_types)] for i in range(layers)]
+        gen = model.generation_config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(1)
+            model = type(model)(model.config).eval()
+        model.generation_config = gen
+        model.config.architectures = [fam.facts.architecture]
+        ad = get_adapter(model)
+        with torch.no_grad():  # projections transformers initialises to zero (Gemma 3) would blind the model
+            for p in ad.projector(model).parameters():
+                if p.dim() > 1 and not bool(p.any()):
+                    p.normal_(0.0, 0.2)
+        size = fam.image_sizes[-1]
+        eps = [encode_pair(model, proc, ad, ProbePair(f"p{i}", "count", "t", "s", "How many shapes are there?", "1",
+                                                      "2", "number"), _family_image(size, 2 * i),
+                           _family_image(size, 2 * i + 1)) for i in range(pairs)]
+        all_layers = list(range(layers))
+        times: dict[str, list[float]] = {"fast": [], "naive": []}
+        answers: dict[str, list[Any]] = {}
+        for rep in range(reps):
+            for engine in (["fast", "naive"] if rep % 2 == 0 else ["naive", "fast"]):
+                t = time.perf_counter()
+                answers[engine] = [sweep_pair(model, proc, ad, ep, all_layers, engine=engine, max_new_tokens=tokens).tokens
+                                   for ep in eps]
+                times[engine].append(time.perf_counter() - t)
+        fast, naive = statistics.median(times["fast"]), statistics.median(times["naive"])
+        i0, i1 = eps[0].span
+        same = answers["fast"] == answers["naive"]
+        lines.append(f"{name:<16} {i1 - i0:>9} {eps[0].prompt_len:>6} {eps[0].prompt_len - i1:>11} {fast:>7.2f} "
+                     f"{naive:>8.2f} {naive / fast:>10.2f}  {'yes' if same else 'NO'}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--pairs-small", type=int, default=8)
@@ -248,7 +316,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--small-model", default="runs/demo/organism/base")
     ap.add_argument("--big-suffix", type=int, default=44,
                     help="tokens after the image in the big shape's prompts (the prototype's: 44; 0: unpadded)")
-    ap.add_argument("--only", choices=["small", "big"], default=None)
+    ap.add_argument("--only", choices=["small", "big", "families"], default=None)
+    ap.add_argument("--family-layers", type=int, default=12, help="LLM layers of each family's model (families)")
+    ap.add_argument("--pairs-family", type=int, default=2)
+    ap.add_argument("--reps-family", type=int, default=1)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -266,6 +337,9 @@ def main(argv: list[str] | None = None) -> None:
         model, proc = big_model()
         print(report(bench_shape("big", model, proc, inputs[:args.pairs_big], args.reps_big, args.tokens,
                                  BIG_SIDE, args.big_suffix or None)), flush=True)
+    if args.only in (None, "families"):
+        print("\n".join(bench_families(args.family_layers, args.pairs_family, args.reps_family, args.tokens)),
+              flush=True)
     print(f"total {time.time() - t0:.0f} s", file=sys.stderr)
 
 

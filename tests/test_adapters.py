@@ -4,10 +4,8 @@ import re
 
 import pytest
 import torch
-from safetensors import safe_open
 
 from frankenscope.adapters import (
-    COMPONENTS,
     DecoderLayerSpec,
     NameRule,
     VLMAdapter,
@@ -49,30 +47,6 @@ def model_and_dir(request, micro, tmp_path):
     else:
         model, proc = tiny_qwen2vl(), build_processor()
     return model, save_folder(model, proc, tmp_path / request.param)
-
-
-def test_every_parameter_maps_in_both_namings(model_and_dir):
-    model, folder = model_and_dir
-    adapter = get_adapter(model)
-    truth = _structural_truth(model, adapter)
-    assert len(truth) == len(list(model.named_parameters(remove_duplicate=False)))
-    for name, expected in truth.items():
-        loc = adapter.param_location(name)
-        assert (loc.component, loc.layer) == expected, name
-        assert loc.component in COMPONENTS
-        assert adapter.canonical_name(name) == name
-    # On-disk names (legacy hub layout written by save_pretrained) map to the same place.
-    with safe_open(str(folder / "model.safetensors"), "pt") as f:
-        disk = list(f.keys())
-    assert any(k.startswith("model.layers.") for k in disk) and any(k.startswith("visual.") for k in disk)
-    for key in disk:
-        canon = adapter.canonical_name(key)
-        assert canon in truth, (key, canon)
-        loc = adapter.param_location(key)
-        assert (loc.component, loc.layer) == truth[canon], key
-    # Every component that the model has is seen at least once; layers cover 0..L-1.
-    llm_layers = {adapter.param_location(k).layer for k in disk if adapter.param_location(k).component == "llm"}
-    assert llm_layers == set(range(adapter.num_layers(model)))
 
 
 def test_unified_index_axis(micro):
@@ -269,23 +243,6 @@ def test_sequence_keys_truncate_and_extend():
 
 
 # -- freezing asks the adapter --------------------------------------------------------------
-
-
-def test_freeze_plan_names_exactly_the_region(micro, micro_dir):
-    model, _ = micro
-    ad = get_adapter(model)
-    truth = _structural_truth(model, ad)
-    plan = freeze_plan(ad, model, "late")
-    assert plan["layers"] == [2, 3]
-    assert plan["parameter_names"] == [n for n, _ in model.named_parameters()
-                                       if truth[n][0] == "llm" and truth[n][1] in (2, 3)]
-    # the patterns match the on-disk names of the same tensors, and wrapped exports' names
-    rx = [re.compile(p) for p in plan["patterns"]]
-    with safe_open(str(micro_dir / "model.safetensors"), "pt") as f:
-        keys = list(f.keys())
-    disk = [k for k in keys if any(r.match(k) for r in rx)]
-    assert sorted(ad.canonical_name(k) for k in disk) == sorted(plan["parameter_names"])
-    assert any(r.match("base_model.model." + disk[0]) for r in rx)
 
 
 def test_freeze_plan_that_matches_nothing_raises(micro):

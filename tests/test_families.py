@@ -223,13 +223,21 @@ def test_cli_rejects_a_bad_init_range(tmp_path):
     assert res.exit_code == 2 and "initializer_range must be > 0" in res.output
 
 
-@pytest.mark.parametrize("name", ["qwen2-vl", "qwen2.5-vl"])
+@pytest.mark.parametrize("name", [n for n in FAMILIES if n != "qwen3.5"])
 def test_frankenscope_loader_on_families_it_supports(name, tmp_path):
-    """The two families frankenscope's adapters support today also load through `load_model` (the others
-    wait for their adapters; `load_model` names the unsupported architecture)."""
+    """Every family with an adapter also loads through `load_model` (which checks the adapter's module paths
+    on the loaded model); qwen3.5 has no adapter and is named as unsupported."""
     from frankenscope.loading import load_model
 
     path = save_tiny(name, tmp_path / name)
     loaded = load_model(path)
     assert type(loaded.processor).__name__ == get_family(name).facts.processor_class
     assert loaded.adapter.num_layers(loaded.model) == 3
+
+
+def test_loader_names_a_family_without_an_adapter(tmp_path):
+    from frankenscope.loading import load_model
+
+    path = save_tiny("qwen3.5", tmp_path / "q35")
+    with pytest.raises(FrankenscopeError, match="unsupported architecture 'Qwen3_5ForConditionalGeneration'"):
+        load_model(path)

@@ -17,7 +17,6 @@ from frankenscope.data.schema import Item, ProbePair
 from frankenscope.errors import FrankenscopeError
 from frankenscope.organism.model import build_organism, save_folder
 from frankenscope.organism.suite import probe_inputs as organism_probe_inputs
-from frankenscope.probes.attention import response_attention
 from frankenscope.probes.hooks import (
     capture_attention,
     capture_projections,
@@ -27,7 +26,6 @@ from frankenscope.probes.hooks import (
     skip_layers,
     swap_projections,
 )
-from frankenscope.probes.skip import row_gates, skip_generate
 from frankenscope.probes.swap import (
     answers_differ,
     encode_pair,
@@ -62,48 +60,6 @@ def _run(model, ep, **kw):
 
 
 # --------------------------------------------------------------------------- swap engines
-
-
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("mode", ["cumulative", "single"])
-def test_fast_engine_matches_naive_oracle(rand64, pairs, mode, attn):
-    model, proc, ad = rand64
-    model.set_attn_implementation(attn)
-    try:
-        n_layers = ad.num_layers(model)
-        layers = list(range(n_layers))
-        distinct, changed = 0, 0
-        for inp in pairs:
-            ep = _encode(rand64, inp)
-            fast = sweep_pair(model, proc, ad, ep, layers, mode=mode, engine="fast", max_new_tokens=6, keep_logits=True)
-            naive = sweep_pair(model, proc, ad, ep, layers, mode=mode, engine="naive", max_new_tokens=6,
-                               keep_logits=True)
-            assert fast.tokens == naive.tokens, inp.pair.id  # every layer and the unswapped row
-            assert fast.swapped == naive.swapped and fast.clean == naive.clean
-            torch.testing.assert_close(fast.first_logits, naive.first_logits, rtol=0, atol=1e-10)
-            distinct += len(set(map(tuple, fast.tokens))) > 1
-            changed += sum(s != fast.clean for s in fast.swapped)
-        assert distinct >= len(pairs) // 2 and changed > 0  # the variants really differ: the test is not vacuous
-    finally:
-        model.set_attn_implementation("sdpa")
-
-
-def test_fast_engine_matches_naive_on_qwen2vl(pairs):
-    """The same exactness on the Qwen2-VL architecture (tiny random config)."""
-    from frankenscope.organism.processor import build_processor
-    from frankenscope.testing.tiny import tiny_qwen2vl
-
-    model = tiny_qwen2vl(seed=0, layers=3, initializer_range=0.2).double()
-    proc, ad = build_processor(), get_adapter(model)
-    for inp in pairs[::2]:
-        ep = _encode((model, proc, ad), inp)
-        for mode in ("cumulative", "single"):
-            fast = sweep_pair(model, proc, ad, ep, [0, 1, 2], mode=mode, engine="fast", max_new_tokens=4,
-                              keep_logits=True)
-            naive = sweep_pair(model, proc, ad, ep, [0, 1, 2], mode=mode, engine="naive", max_new_tokens=4,
-                               keep_logits=True)
-            assert fast.tokens == naive.tokens
-            torch.testing.assert_close(fast.first_logits, naive.first_logits, rtol=0, atol=1e-10)
 
 
 def test_fast_engine_subset_of_layers(rand64, pairs):
@@ -150,38 +106,6 @@ def test_swap_past_the_last_layer_changes_nothing(rand64, pairs):
     assert out.tokens[-1] == expected[:len(out.tokens[-1])]
 
 
-def test_hidden_state_replacement_equals_cumulative_kv_swap(rand64, pairs):
-    """Equivalence: image hidden states replaced at the input of layer l == K/V swapped in all layers >= l."""
-    model, proc, ad = rand64
-    n_layers = ad.num_layers(model)
-    ep = _encode(rand64, pairs[1])
-    i0, i1 = ep.span
-    src_kwargs = {k: v for k, v in ep.source.items() if k != "attention_mask"}
-    with capture_projections(model, ad, range(n_layers), span=ep.span) as kv, \
-            record_layer_inputs(model, ad, range(n_layers), positions=slice(i0, i1)) as rec, torch.inference_mode():
-        model(**src_kwargs, position_ids=ep.positions)
-    clean = _run(model, ep)
-    for layer in range(n_layers):
-        with replace_hidden_states(model, ad, layer, ep.span, rec.hidden[layer], ep.prompt_len):
-            by_hidden = _run(model, ep)
-        with swap_projections(model, ad, kv, ep.span, range(layer, n_layers), ep.prompt_len):
-            by_kv = _run(model, ep)
-        torch.testing.assert_close(by_hidden[:, i1:], by_kv[:, i1:], rtol=0, atol=1e-10)
-        assert not torch.allclose(by_kv[:, i1:], clean[:, i1:], atol=1e-6)
-
-
-def test_mismatched_token_counts_are_refused(rand64, pairs):
-    model, proc, ad = rand64
-    inp = pairs[0]
-    img_t, img_s = inp.images()
-    big = img_s.resize((168, 168))
-    with pytest.raises(FrankenscopeError, match=inp.pair.id) as err:
-        encode_pair(model, proc, ad, inp.pair, img_t, big)
-    assert "--resize-source" in str(err.value)
-    ep = encode_pair(model, proc, ad, inp.pair, img_t, big, resize_source=True)
-    assert ep.span[1] - ep.span[0] == 16 and torch.equal(ep.target["image_grid_thw"], ep.source["image_grid_thw"])
-
-
 def test_change_rules():
     assert not answers_differ("Answer: 3.", "3")
     assert answers_differ("3", "4")
@@ -201,35 +125,6 @@ def _text_inputs(proc, ad, prompts):
     return proc(text=[ad.build_prompt(proc, p, 0) for p in prompts], return_tensors="pt", padding=True)
 
 
-def test_batched_skip_equals_one_at_a_time(rand64):
-    model, proc, ad = rand64
-    layers = list(range(ad.num_layers(model)))
-    enc = _text_inputs(proc, ad, ["Tom has 3 pens and buys 4 more. How many pens does Tom have now?"] * (1 + len(layers)))
-    with torch.inference_mode(), skip_layers(model, ad, row_gates(1, layers)):
-        batched = model(**enc).logits
-    single = enc["input_ids"][:1], enc["attention_mask"][:1]
-    with torch.inference_mode():
-        torch.testing.assert_close(batched[0], model(input_ids=single[0], attention_mask=single[1]).logits[0],
-                                   rtol=0, atol=1e-10)
-        for i, layer in enumerate(layers):
-            with skip_layers(model, ad, [layer]):
-                one = model(input_ids=single[0], attention_mask=single[1]).logits[0]
-            torch.testing.assert_close(batched[1 + i], one, rtol=0, atol=1e-10)
-            assert not torch.allclose(one, batched[0])
-    # Generation: the per-row batch gives the same responses as separate runs with one layer skipped.
-    items = [Item(id=f"w{i}", task="word_problem", prompt=p, answer="7", answer_type="number", category="text")
-             for i, p in enumerate(["Ann has 2 cups and buys 5 more. How many cups does Ann have now?",
-                                    "There are 3 bags with 2 eggs in each. How many eggs are there in total?"])]
-    batched_text = skip_generate(model, proc, ad, items, layers, max_new_tokens=5)
-    for it, texts in zip(items, batched_text, strict=True):
-        for i, layer in enumerate(layers):
-            enc1 = _text_inputs(proc, ad, [it.prompt])
-            with torch.inference_mode(), skip_layers(model, ad, [layer]):
-                ids = model.generate(**enc1, max_new_tokens=5, do_sample=False)
-            assert texts[1 + i] == proc.tokenizer.decode(ids[0, enc1["input_ids"].shape[1]:], skip_special_tokens=True)
-    assert count_hooks(model) == 0
-
-
 def test_skipping_every_layer_gives_head_of_embeddings(rand64):
     model, proc, ad = rand64
     enc = _text_inputs(proc, ad, ["How many?"])
@@ -243,34 +138,9 @@ def test_skipping_every_layer_gives_head_of_embeddings(rand64):
 # --------------------------------------------------------------------------- attention
 
 
-def test_attention_mass_matches_hand_computation(pairs):
-    """With q and k projections zeroed every attention row is uniform over the causal prefix, so response
-    position p (0-based in the sequence) puts n_img / (p + 1) on the image; the mass is the mean over p."""
-    model, proc = build_organism("micro", seed=2)
-    model.set_attn_implementation("eager")
-    model = model.double()
-    ad = get_adapter(model)
-    with torch.no_grad():
-        for j in range(ad.num_layers(model)):
-            proj = ad.attention_projections(model, j)
-            for lin in (proj.q, proj.k):
-                lin.weight.zero_()
-                lin.bias.zero_()
-    img = pairs[0].images()[0]
-    response = proc.tokenizer.encode("3 + 4 = 7", add_special_tokens=False)
-    mass, per_token, n_img = response_attention(model, proc, ad, "How many?", img, response, [0, 2])
-    n_prompt = len(proc(text=[ad.build_prompt(proc, "How many?", 1)], images=[img])["input_ids"][0])
-    expected = sum(n_img / (p + 1) for p in range(n_prompt, n_prompt + len(response))) / len(response)
-    assert n_img == 16
-    # eager attention takes its softmax in float32, hence the 1e-6 tolerance
-    assert mass == pytest.approx([expected, expected], rel=1e-6)
-    assert per_token == pytest.approx([expected / n_img] * 2, rel=1e-6)
-
-
 def test_attention_responses_stop_before_an_image_token(pairs, tmp_path):
     """A model that emits an image token in its response is cut there (teacher forcing it would ask for image
     features no image supplies: 'Image features and image tokens do not match')."""
-    from frankenscope.data.schema import Item
     from frankenscope.probes.attention import attention_profile, generate_ids
 
     model, proc = build_organism("micro", seed=3)

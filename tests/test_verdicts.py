@@ -379,8 +379,15 @@ def test_grounding_gold_boxes_rescaled_to_the_seen_image():
         class image_processor:  # noqa: N801 - mimics the processor attribute
             patch_size = 14
 
-    scale = seen_scale({"image_grid_thw": torch.tensor([[1, 8, 8]])}, Proc(), Image.new("RGB", (200, 200)))
+    from frankenscope.adapters import get_adapter
+
+    grid = {"image_grid_thw": torch.tensor([[1, 8, 8]])}
+    qwen = get_adapter("Qwen2VLForConditionalGeneration")
+    scale = seen_scale(grid, Proc(), Image.new("RGB", (200, 200)), qwen)
     assert scale == (112 / 200, 112 / 200)
+    # a family without a resize grid answers in its own frame: no rescale
+    assert seen_scale(grid, Proc(), Image.new("RGB", (200, 200)), get_adapter("Gemma3ForConditionalGeneration")) \
+        == (1.0, 1.0)
     pair = _pair("10,10,40,40", "60,60,90,90")  # original 200-px pixels; the model sees 112 px
     sweep = PairSweep("g", [0], clean="6,6,22,22", swapped=["34,34,50,50"])
     rec = score_pair(pair, sweep, box_scale=scale)

@@ -46,3 +46,24 @@ def left_padding(tokenizer: Any) -> Iterator[None]:
         yield
     finally:
         tokenizer.padding_side = old
+
+
+#: PIL modes that have a defined RGB rendering (converted); any other mode (16-bit or float single channel:
+#: "I", "I;16", "F", ...) has no colour meaning a VLM processor could use and is refused.
+RGB_CONVERTIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "La", "P", "PA", "1", "CMYK", "YCbCr", "LAB",
+                                   "HSV"})
+
+
+def rgb_image(image: Any, where: str) -> Any:
+    """`image` as an RGB PIL image; FrankenscopeError naming `where` (a pair or item) for a non-image or a mode
+    without an RGB rendering (`RGB_CONVERTIBLE_MODES`)."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        raise FrankenscopeError(f"{where}: expected a PIL image, got {type(image).__name__}")
+    if image.mode == "RGB":
+        return image
+    if image.mode not in RGB_CONVERTIBLE_MODES:
+        raise FrankenscopeError(f"{where}: image mode {image.mode!r} is not supported (it has no RGB rendering); "
+                                f"supported modes: {', '.join(sorted(RGB_CONVERTIBLE_MODES))}")
+    return image.convert("RGB")

@@ -134,6 +134,7 @@ def load_model(path: str | Path, *, dtype: str | torch.dtype = "float32", device
     if device_map is None and device is not None:
         model = model.to(device)
     model.eval()
+    adapter.check_model(model)  # every module path of the family's spec resolves, or the first that does not is named
     try:
         processor = load_processor(src)
     except (OSError, ValueError, KeyError, TypeError) as e:

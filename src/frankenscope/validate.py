@@ -248,12 +248,8 @@ def _zero(linear: nn.Module, names: Callable[[torch.Tensor], str]) -> dict[str, 
 
 
 def _mlp_out(adapter: Any, model: nn.Module, layer: int) -> nn.Module:
-    """The MLP's output projection: `down_proj` (Qwen, Llama families), else the MLP's last linear layer."""
-    mlp = adapter.mlp(model, layer)
-    out = getattr(mlp, "down_proj", None) or _last_linear(mlp)
-    if out is None:
-        raise FrankenscopeError(f"layer {layer}: the MLP has no linear output projection")
-    return out
+    """The MLP's output projection, as the adapter names it (`VLMAdapter.mlp_output`)."""
+    return adapter.mlp_output(model, layer)
 
 
 # --------------------------------------------------------------------------- helpers over the analyses' outputs
@@ -335,11 +331,12 @@ def check_blind(ctx: Context) -> CheckResult:
                               "matrix shapes than the clean pass, equal to the dtype's rounding (float32: logits within "
                               "~1e-5), so only a near-tie could flip a greedy token")
     wb = ctx.bench
-    proj = _last_linear(wb.adapter.projector(wb.model))
-    if proj is None:
-        c.status, c.reason = "not applicable", "the adapter's projector has no linear layer to zero"
+    # every projector whose output enters the LLM (Qwen3-VL's deepstack mergers too)
+    projs = [_last_linear(p) for p in wb.adapter.projectors(wb.model)]
+    if any(p is None for p in projs):
+        c.status, c.reason = "not applicable", "an adapter projector has no linear layer to zero"
         return c
-    blind, edited = wb.variant("blind", lambda m, a: _zero(proj, wb.name))
+    blind, edited = wb.variant("blind", lambda m, a: {k: v for p in projs for k, v in _zero(p, wb.name).items()})
     c.details["edited"] = edited
     data = _eval_data(ctx)
     base = _eval_records(ctx.model, ctx.folder("blind", "eval-model"), s, "model", data)
@@ -863,7 +860,7 @@ def check_attention(ctx: Context) -> CheckResult:
         prompt = wb.adapter.build_prompt(proc, it.prompt, 1, style.system)
         enc = proc(text=[prompt], images=[load_image(it.image)], return_tensors="pt")
         p_len = int(enc["input_ids"].shape[1])
-        n_img = sum(e - s0 for s0, e in wb.adapter.image_spans(enc["input_ids"], wb.adapter.image_token_id(wb.model))[0])
+        n_img = int(wb.adapter.image_token_mask(wb.model, enc["input_ids"]).sum())
         pred = uniform_mass(p_len, b.n_response_tokens, n_img)
         for layer in layers:
             got = b.mass[idx[layer]]

@@ -9,7 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from frankenscope.adapters.base import AttentionProjections, ParamLocation, VLMAdapter
+from frankenscope.adapters.gemma3 import GEMMA3
+from frankenscope.adapters.internvl import INTERNVL
+from frankenscope.adapters.llava_onevision import LLAVA_ONEVISION
 from frankenscope.adapters.qwen2vl import QWEN2_VL, Qwen2VLAdapter
+from frankenscope.adapters.qwen3vl import QWEN3_VL, Qwen3VLAdapter
+from frankenscope.adapters.smolvlm import SMOLVLM
 from frankenscope.adapters.spec import COMPONENTS, AdapterSpec, DecoderLayerSpec, NameRule, get_module
 from frankenscope.errors import FrankenscopeError
 
@@ -26,6 +31,11 @@ def register(spec: AdapterSpec, cls: type[VLMAdapter] = VLMAdapter) -> None:
 
 
 register(QWEN2_VL, Qwen2VLAdapter)
+register(QWEN3_VL, Qwen3VLAdapter)
+register(LLAVA_ONEVISION)
+register(INTERNVL)
+register(SMOLVLM)
+register(GEMMA3)
 
 
 def supported_architectures() -> list[str]:

@@ -109,7 +109,12 @@ class VLMAdapter:
         return get_module(model, self.spec.vision_blocks)
 
     def projector(self, model: nn.Module) -> nn.Module:
+        """The projector that turns vision features into the image tokens' embeddings."""
         return get_module(model, self.spec.projector)
+
+    def projectors(self, model: nn.Module) -> list[nn.Module]:
+        """Every projector whose output enters the LLM: `projector`, then the spec's side projectors."""
+        return [self.projector(model), *(get_module(model, p) for p in self.spec.side_projectors)]
 
     def final_norm(self, model: nn.Module) -> nn.Module:
         return get_module(model, self.spec.final_norm)
@@ -178,6 +183,43 @@ class VLMAdapter:
             ends = torch.nonzero(edges == -1).flatten().tolist()
             out.append(list(zip(starts, ends, strict=True)))
         return out
+
+    def image_token_mask(self, model_or_config: Any, input_ids: torch.Tensor) -> torch.Tensor:
+        """Bool mask of the positions that carry image features (the image token), same shape as `input_ids`.
+
+        These are the "image" positions of the attention mass; start/end/row markers are text."""
+        return input_ids == self.image_token_id(model_or_config)
+
+    def swap_span(self, model_or_config: Any, input_ids: torch.Tensor) -> tuple[int, int] | None:
+        """The positions a visual-token swap replaces in one row (1-D `input_ids`) holding one image: the
+        half-open hull [first image token, last image token + 1), so tokens between an image's feature runs
+        (SmolVLM's tile markers and newlines) are swapped with them; None when the row has no image token.
+        Markers before the hull are identical in target and source (causal attention); those after it
+        are recomputed with the rest of the text."""
+        pos = torch.nonzero(self.image_token_mask(model_or_config, input_ids)).flatten()
+        return None if pos.numel() == 0 else (int(pos[0]), int(pos[-1]) + 1)
+
+    def box_scale(self, enc: dict[str, torch.Tensor], processor: Any, image: Image.Image) -> tuple[float, float]:
+        """(sx, sy): how box coordinates in original-image pixels map to the coordinates the model answers in.
+
+        Default (1, 1): the family answers in original-image pixels or its own normalised frame, which
+        the gold boxes must already use. Families that answer in the pixels of a resized image override it."""
+        return (1.0, 1.0)
+
+    def image_injection_layers(self, model: nn.Module) -> list[int]:
+        """LLM layers after which the model adds vision features to the image positions' hidden states
+        (Qwen3-VL's deepstack); none by default. Replacing the image hidden states at the input of layer l
+        equals the cumulative K/V swap from l only for l after all of them."""
+        return []
+
+    def processor_images(self, images: list[Image.Image]) -> list[Any]:
+        """A batch's images (one per prompt) in the form the family's processor reads: a flat list, or one list
+        per sample (`AdapterSpec.images_per_sample`)."""
+        return [[im] for im in images] if self.spec.images_per_sample else list(images)
+
+    def fast_sweep_blocker(self) -> str | None:
+        """Why the fast swap engine is not exact for this family (None when it is)."""
+        return None if self.spec.fast_sweep else self.spec.fast_sweep_blocker
 
     def position_ids(self, model: nn.Module, enc: dict[str, torch.Tensor]) -> torch.Tensor:
         """Explicit position ids of an encoded (processor output) batch: [B, P] = 0..P-1.

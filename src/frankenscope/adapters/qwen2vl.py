@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from PIL import Image
 from torch import nn
 
 from frankenscope.adapters.base import VLMAdapter
-from frankenscope.adapters.spec import AdapterSpec, NameRule
+from frankenscope.adapters.naming import WRAP, llm_rules
+from frankenscope.adapters.naming import rule as _rule
+from frankenscope.adapters.spec import AdapterSpec
 from frankenscope.errors import FrankenscopeError
 
-# Spellings of each root: transformers 5.x in memory (model.language_model.*, model.visual.*), the
-# hub/on-disk layout (model.layers.*, visual.*), and RL-framework exports that wrap the whole thing once
-# more (e.g. "module." or "base_model.model.").
-_WRAP = r"(?:module\.|base_model\.model\.)?"
-_LM = _WRAP + r"(?:model\.language_model\.|model\.|language_model\.model\.|language_model\.)"
-_VIS = _WRAP + r"(?:model\.)?visual\."
-_HEAD = _WRAP + r"(?:language_model\.)?lm_head\."
-
-
-def _rule(component: str, root: str, spellings: str, tail: str = "") -> NameRule:
-    return NameRule(component=component, root=root, spellings=spellings, tail=tail)
+# Spellings of the vision root: transformers 5.x in memory (model.visual.*), the hub/on-disk layout
+# (visual.*); the language model's are shared (naming.LANGUAGE_MODEL: model.language_model.*, model.*).
+_VIS = WRAP + r"(?:model\.)?visual\."
 
 
 QWEN2_VL = AdapterSpec(
@@ -36,10 +33,7 @@ QWEN2_VL = AdapterSpec(
         _rule("projector", "model.visual.", _VIS, "merger."),
         _rule("vision", "model.visual.", _VIS, "patch_embed."),
         _rule("vision", "model.visual.", _VIS, "rotary_pos_emb."),
-        _rule("llm", "model.language_model.", _LM, "layers.{layer}."),
-        _rule("embed", "model.language_model.", _LM, "embed_tokens."),
-        _rule("final_norm", "model.language_model.", _LM, "norm."),
-        _rule("lm_head", "lm_head.", _HEAD),
+        *llm_rules(),
     ),
     # LLM: self_attn.{q,k,v,o}_proj, mlp.{gate,up,down}_proj; vision blocks: attn.{qkv,proj}, mlp.*;
     # the projector's merger.mlp.* counts as mlp, as it always has in the diffs.
@@ -73,3 +67,13 @@ class Qwen2VLAdapter(VLMAdapter):
         pos, _ = model.model.get_rope_index(enc["input_ids"], mm_token_type_ids=enc["mm_token_type_ids"],
                                             image_grid_thw=enc["image_grid_thw"])
         return pos
+
+    def box_scale(self, enc: dict[str, torch.Tensor], processor: Any, image: Image.Image) -> tuple[float, float]:
+        """(sx, sy) = the resized image the model sees (`image_grid_thw` x the patch size) over the original
+        size: Qwen-VL answers boxes in the pixels of the resized image. (1, 1) without a grid."""
+        grid = enc.get("image_grid_thw")
+        patch = getattr(getattr(processor, "image_processor", None), "patch_size", None)
+        if grid is None or not patch:
+            return (1.0, 1.0)
+        _, h, w = (int(x) for x in grid.reshape(-1, 3)[0])
+        return (w * patch / image.size[0], h * patch / image.size[1])

@@ -114,6 +114,15 @@ class AdapterSpec:
     Image tokens: `image_token_id_field` names the config field holding the image token's id; the optional
     `image_start_token_field` / `image_end_token_field` name the fields of the tokens that open and close
     an image's span.
+
+    `images_per_sample`: the processor takes a batch's images as one list per sample (Gemma 3: a flat list is
+    read as all images of one sample), not as one flat list.
+
+    `side_projectors`: further projector modules whose output enters the LLM somewhere other than the token
+    embeddings (Qwen3-VL's deepstack mergers); `projector` is the one that feeds the image tokens.
+
+    Swap engine: `fast_sweep` False means the fast swap engine is not exact for this family, so the probes
+    run the naive engine instead and say why (`fast_sweep_blocker`, required then).
     """
 
     name: str
@@ -134,6 +143,10 @@ class AdapterSpec:
     image_token_id_field: str = "image_token_id"
     image_start_token_field: str | None = None
     image_end_token_field: str | None = None
+    side_projectors: tuple[str, ...] = ()
+    images_per_sample: bool = False
+    fast_sweep: bool = True
+    fast_sweep_blocker: str | None = None
 
     def __post_init__(self) -> None:
         if not self.architectures:
@@ -145,6 +158,9 @@ class AdapterSpec:
                                     f"(component 'llm' with a {_LAYER} tail)")
         if "input_ids" not in self.sequence_keys:
             raise FrankenscopeError(f"adapter spec {self.name}: sequence_keys must include input_ids")
+        if not self.fast_sweep and not self.fast_sweep_blocker:
+            raise FrankenscopeError(f"adapter spec {self.name}: fast_sweep is off but fast_sweep_blocker does not say "
+                                    "why")
         stray = set(self.image_layout_keys) - set(self.image_keys)
         if stray:
             raise FrankenscopeError(f"adapter spec {self.name}: image_layout_keys {sorted(stray)} are not "
@@ -155,7 +171,9 @@ class AdapterSpec:
         layer0 = f"{self.decoder_layers}.0"
         attn = f"{layer0}.{self.layer.attention}"
         mlp = f"{layer0}.{self.layer.mlp}"
+        side = {f"side_projector{i}": path for i, path in enumerate(self.side_projectors)}
         return {
+            **side,
             "decoder_layers": self.decoder_layers, "vision_blocks": self.vision_blocks, "projector": self.projector,
             "embed_tokens": self.embed_tokens, "final_norm": self.final_norm, "lm_head": self.lm_head,
             "attention": attn, "q_proj": f"{attn}.{self.layer.q_proj}", "k_proj": f"{attn}.{self.layer.k_proj}",

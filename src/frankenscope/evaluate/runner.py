@@ -20,7 +20,7 @@ from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.extract import extract_answer, grade
 from frankenscope.evaluate.metrics import accuracy_summary
-from frankenscope.generation import left_padding, load_image, model_device, pad_token_id
+from frankenscope.generation import left_padding, load_image, model_device, pad_token_id, rgb_image
 from frankenscope.io import sha256_text, write_result
 from frankenscope.loading import Loaded
 
@@ -129,7 +129,7 @@ class HFGenerator:
 
         def image_of(i: int) -> Image.Image | None:
             if images is not None and images[i] is not None:
-                return images[i]
+                return rgb_image(images[i], f"item {items[i].id!r}")
             path = items[i].image
             return None if path is None else load_image(path, self.max_image_pixels)
 
@@ -156,7 +156,8 @@ class HFGenerator:
         if images is None:
             inputs = self.processor(text=prompts, return_tensors="pt", padding=True)
         else:
-            inputs = self.processor(text=prompts, images=images, return_tensors="pt", padding=True)
+            inputs = self.processor(text=prompts, images=self.adapter.processor_images(images), return_tensors="pt",
+                                    padding=True)
         inputs = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
         output = self.model.generate(**inputs, **gen_kwargs)
         new_tokens = output[:, inputs["input_ids"].shape[1]:]

@@ -7,7 +7,8 @@ response (eager attention) measures, per decoder layer l,
     per_token(l) = mass(l) / |V|                     (Eq. 1 as printed)
 
 where R are the positions of the generated response tokens (up to, not including, the first EOS),
-V the image-token positions and A^(l,h) the softmax attention of head h. The paper's Fig. 3 scale
+V the image-token positions (the adapter's `image_token_mask`: the tokens that carry image features;
+start/end/row markers are text) and A^(l,h) the softmax attention of head h. The paper's Fig. 3 scale
 (0.02-0.10) fits the mass, which is what the plot shows; both are recorded. The weights are reduced
 inside a forward hook on each attention module, so at most one layer's weights are alive at a time.
 """
@@ -31,7 +32,7 @@ from frankenscope.adapters import VLMAdapter
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.metrics import bootstrap_ci, paired_difference
-from frankenscope.generation import left_padding, load_image, model_device, pad_token_id
+from frankenscope.generation import left_padding, load_image, model_device, pad_token_id, rgb_image
 from frankenscope.layers import check_layers
 from frankenscope.probes.decode import eos_token_ids
 from frankenscope.probes.hooks import capture_attention
@@ -69,7 +70,8 @@ def generate_ids(model: nn.Module, processor: Any, adapter: VLMAdapter, items: S
         chunk = items[s:s + batch_size]
         prompts = [adapter.build_prompt(processor, it.prompt, 1, system) for it in chunk]
         with left_padding(tokenizer):
-            enc = processor(text=prompts, images=list(images[s:s + batch_size]), return_tensors="pt", padding=True)
+            enc = processor(text=prompts, images=adapter.processor_images(list(images[s:s + batch_size])),
+                            return_tensors="pt", padding=True)
         enc = {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
         with torch.inference_mode():
             gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, repetition_penalty=1.0,
@@ -90,19 +92,17 @@ def response_attention(model: nn.Module, processor: Any, adapter: VLMAdapter, pr
     """(mass per layer, per-token mean per layer, |V|) for one teacher-forced prompt + response pass."""
     device = model_device(model)
     prompt = adapter.build_prompt(processor, prompt_text, 1, system)
-    enc = processor(text=[prompt], images=[image], return_tensors="pt")
+    enc = processor(text=[prompt], images=[rgb_image(image, "attention item")], return_tensors="pt")
     enc = {k: v.to(device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
     n_prompt = enc["input_ids"].shape[1]
-    spans = adapter.image_spans(enc["input_ids"], adapter.image_token_id(model))[0]
-    if not spans:
-        raise FrankenscopeError("the prompt has no image tokens")
     resp = torch.tensor([list(response_ids)], dtype=enc["input_ids"].dtype, device=device)
     full = adapter.append_text_tokens({k: v for k, v in enc.items() if k != "attention_mask"}, resp)
     positions = adapter.position_ids(model, full)
-    img = torch.zeros(full["input_ids"].shape[1], dtype=torch.bool, device=device)
-    for a, b in spans:
-        img[a:b] = True
+    img = adapter.image_token_mask(model, full["input_ids"])[0]  # V: the image tokens (markers are text)
+    img[n_prompt:] = False
     n_img = int(img.sum())
+    if not n_img:
+        raise FrankenscopeError(f"the {adapter.spec.name} prompt has no image tokens")
     mass: dict[int, float] = {}
 
     def reduce(layer: int, weights: torch.Tensor) -> None:

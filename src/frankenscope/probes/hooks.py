@@ -143,6 +143,26 @@ def record_layer_inputs(model: nn.Module, adapter: VLMAdapter, layers: Iterable[
 
 
 @contextmanager
+def record_layer_outputs(model: nn.Module, adapter: VLMAdapter, layers: Iterable[int],
+                         positions: slice | None = None) -> Iterator[dict[int, torch.Tensor]]:
+    """Record each decoder layer's output hidden states (at `positions` along the sequence) during the block.
+
+    Yields a dict filled during the block: layer -> detached copy [batch, positions, hidden]. With
+    `record_layer_inputs` it shows what a model adds between one layer's output and the next layer's input."""
+    out: dict[int, torch.Tensor] = {}
+
+    def make(layer: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
+            h = output[0] if isinstance(output, tuple) else output
+            out[layer] = (h if positions is None else h[:, positions]).detach().clone()
+        return hook
+
+    layer_list = adapter.decoder_layers(model)
+    with forward_hooks([(layer_list[j], make(j)) for j in _check_layers(adapter, model, layers)]):
+        yield out
+
+
+@contextmanager
 def capture_attention(model: nn.Module, adapter: VLMAdapter, layers: Iterable[int],
                       reducer: Callable[[int, torch.Tensor], None]) -> Iterator[None]:
     """Call `reducer(layer, weights)` with each attention module's weights [batch, heads, q_len, kv_len].

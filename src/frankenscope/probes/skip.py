@@ -66,7 +66,7 @@ def skip_generate(model: nn.Module, processor: Any, adapter: VLMAdapter, items: 
     prompts = [adapter.build_prompt(processor, it.prompt, n_img, system) for it in items for _ in range(width)]
     kwargs: dict[str, Any] = {"text": prompts, "return_tensors": "pt", "padding": True}
     if n_img:
-        kwargs["images"] = [im for im in imgs for _ in range(width)]
+        kwargs["images"] = adapter.processor_images([im for im in imgs for _ in range(width)])
     with left_padding(tokenizer):
         enc = processor(**kwargs)
     device = model_device(model)

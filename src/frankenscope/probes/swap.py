@@ -20,6 +20,7 @@ of their batched caches in `probes/decode.py`; their public names are re-exporte
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ from frankenscope.evaluate.extract import (
     parse_box,
 )
 from frankenscope.evaluate.metrics import proportion_summary
-from frankenscope.generation import load_image, model_device
+from frankenscope.generation import load_image, model_device, rgb_image
 from frankenscope.layers import check_layers
 from frankenscope.probes.decode import BufferLayer, decode_text, eos_token_ids, greedy_decode
 from frankenscope.probes.results import localization_payload, write_probe_result
@@ -60,8 +61,8 @@ __all__ = [
     "CHANGE_RULES", "ENGINES", "MODES", "VISION_SCHEMA_VERSION", "BufferLayer", "EncodedPair", "PairRecord",
     "PairSweep", "ProbeInput", "PromptVariants", "VisionLocalization", "answers_differ", "decode_text",
     "encode_pair", "eos_token_ids", "fast_prompt_variants", "file_probe_inputs", "greedy_decode",
-    "localize_vision", "naive_prompt_variants", "normalize_answer", "scale_box", "score_pair",
-    "seen_scale", "summarize_vision", "sweep_pair", "write_localize_vision",
+    "localize_vision", "naive_prompt_variants", "normalize_answer", "resolve_engine", "scale_box",
+    "score_pair", "seen_scale", "summarize_vision", "sweep_pair", "write_localize_vision",
 ]
 
 ENGINES = ("fast", "naive")
@@ -108,36 +109,39 @@ def encode_pair(model: nn.Module, processor: Any, adapter: VLMAdapter, pair: Pro
                 system: str | None = None) -> EncodedPair:
     """Encode target and source with the same prompt and check that a swap is well defined.
 
-    The prompt must contain exactly one image span, and both images must give the same image-token
-    grid (hence identical token ids and M-RoPE positions). Otherwise FrankenscopeError names the pair,
+    The swap span is the adapter's `swap_span` (the hull of the image's feature tokens). Both images must
+    give the same image-token layout (hence identical token ids, spans and positions). Otherwise FrankenscopeError names the pair,
     unless resize_source is set: then the source image is resized (bicubic) to the target's pixel size
     before encoding. Pixels are never interpolated in token space (the reference's broken path).
     """
     device = model_device(model)
+    target_image = rgb_image(target_image, f"probe pair {pair.id!r} (target image)")
+    source_image = rgb_image(source_image, f"probe pair {pair.id!r} (source image)")
     prompt = adapter.build_prompt(processor, pair.prompt, 1, system)
     if resize_source and source_image.size != target_image.size:
         source_image = source_image.resize(target_image.size, Image.Resampling.BICUBIC)
     enc_t = _encode(processor, prompt, target_image, device)
     enc_s = _encode(processor, prompt, source_image, device)
-    image_id = adapter.image_token_id(model)
-    spans_t = adapter.image_spans(enc_t["input_ids"], image_id)[0]
-    spans_s = adapter.image_spans(enc_s["input_ids"], image_id)[0]
-    if len(spans_t) != 1:
-        raise FrankenscopeError(f"probe pair {pair.id!r}: the prompt has {len(spans_t)} image spans; a swap needs "
-                                "exactly one image")
-    n_t = spans_t[0][1] - spans_t[0][0]
-    n_s = sum(e - s for s, e in spans_s)
-    if n_t != n_s or not adapter.same_image_layout(enc_t, enc_s) or spans_t != spans_s:
+    span_t = adapter.swap_span(model, enc_t["input_ids"][0])
+    span_s = adapter.swap_span(model, enc_s["input_ids"][0])
+    if span_t is None:
+        raise FrankenscopeError(f"probe pair {pair.id!r}: the {adapter.spec.name} prompt has no image tokens; a swap "
+                                "needs one image")
+    mask_t = adapter.image_token_mask(model, enc_t["input_ids"])
+    mask_s = adapter.image_token_mask(model, enc_s["input_ids"])
+    n_t, n_s = int(mask_t.sum()), int(mask_s.sum())
+    if (n_t != n_s or span_t != span_s or not torch.equal(mask_t, mask_s)
+            or not adapter.same_image_layout(enc_t, enc_s)):
         gt, gs = _layout_note(adapter, enc_t), _layout_note(adapter, enc_s)
         hint = ("" if resize_source else "; pass --resize-source (resize_source=True) to resize the source image "
                 "to the target's size before encoding")
         raise FrankenscopeError(
             f"probe pair {pair.id!r}: the target image ({target_image.width}x{target_image.height}) gives {n_t} image "
             f"tokens{gt} but the source image ({source_image.width}x{source_image.height}) gives {n_s}{gs}; a "
-            f"visual-token swap needs the same token grid{hint}")
+            f"{adapter.spec.name} visual-token swap needs the same token layout{hint}")
     if not torch.equal(enc_t["input_ids"], enc_s["input_ids"]):
         raise FrankenscopeError(f"probe pair {pair.id!r}: target and source prompts tokenize differently")
-    return EncodedPair(pair_id=pair.id, target=enc_t, source=enc_s, span=spans_t[0],
+    return EncodedPair(pair_id=pair.id, target=enc_t, source=enc_s, span=span_t,
                        prompt_len=int(enc_t["input_ids"].shape[1]), positions=adapter.position_ids(model, enc_t))
 
 
@@ -162,16 +166,32 @@ class PairSweep:
     tokens: list[list[int]] = field(default_factory=list)  # per row, same order as first_logits
 
 
+def resolve_engine(adapter: VLMAdapter, engine: str) -> tuple[str, str | None]:
+    """(engine to run, note): "fast" becomes "naive" when the family's spec says the fast engine is not exact
+    for it; the note says so and why (None when the requested engine runs)."""
+    if engine not in ENGINES:
+        raise FrankenscopeError(f"unknown swap engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    blocker = adapter.fast_sweep_blocker()
+    if engine == "fast" and blocker:
+        return "naive", (f"{adapter.spec.name}: the fast swap engine is not exact for this family ({blocker}); "
+                         "running the naive engine instead")
+    return engine, None
+
+
 def sweep_pair(model: nn.Module, processor: Any, adapter: VLMAdapter, ep: EncodedPair, layers: Sequence[int], *,
                mode: str = "cumulative", engine: str = "fast", max_new_tokens: int = 24,
                keep_logits: bool = False) -> PairSweep:
-    """Swap sweep of one encoded pair: greedy answers with the swap at each layer, plus the unswapped answer."""
+    """Swap sweep of one encoded pair: greedy answers with the swap at each layer, plus the unswapped answer.
+
+    engine "fast" on a family whose fast engine is not exact runs "naive" and warns (`resolve_engine`)."""
     if mode not in MODES:
         raise FrankenscopeError(f"unknown swap mode {mode!r}; choose one of {', '.join(MODES)}")
-    if engine not in ENGINES:
-        raise FrankenscopeError(f"unknown swap engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    engine, note = resolve_engine(adapter, engine)
+    if note:
+        warnings.warn(note, stacklevel=2)
     if not layers:
         raise FrankenscopeError("no swap layers given")
+    layers = check_layers(layers, adapter.num_layers(model), "swap")
     if max_new_tokens < 1:
         raise FrankenscopeError(f"max_new_tokens must be >= 1 (got {max_new_tokens})")
     tokenizer = getattr(processor, "tokenizer", processor)
@@ -233,15 +253,11 @@ class PairRecord:
     kept: list[bool]
 
 
-def seen_scale(encoded: dict[str, torch.Tensor], processor: Any, image: Image.Image) -> tuple[float, float]:
-    """(sx, sy) = the size of the image the model sees (the processor's resize, from `image_grid_thw` x the
-    patch size) over the original image size; (1, 1) when the processor reports no grid."""
-    grid = encoded.get("image_grid_thw")
-    patch = getattr(getattr(processor, "image_processor", None), "patch_size", None)
-    if grid is None or not patch:
-        return (1.0, 1.0)
-    _, h, w = (int(x) for x in grid.reshape(-1, 3)[0])
-    return (w * patch / image.size[0], h * patch / image.size[1])
+def seen_scale(encoded: dict[str, torch.Tensor], processor: Any, image: Image.Image,
+               adapter: VLMAdapter) -> tuple[float, float]:
+    """(sx, sy): gold boxes in original-image pixels to the coordinates the model answers in, as the adapter
+    says (`VLMAdapter.box_scale`; Qwen-VL: the resized image it sees)."""
+    return adapter.box_scale(encoded, processor, image)
 
 
 def scale_box(box: Box, scale: tuple[float, float]) -> Box:
@@ -349,6 +365,10 @@ def localize_vision(model: nn.Module, processor: Any, adapter: VLMAdapter, input
         raise FrankenscopeError(f"unknown change rule {change_rule!r}; choose one of {', '.join(CHANGE_RULES)}")
     n_layers = adapter.num_layers(model)
     layer_list = check_layers(layers, n_layers, "swap")
+    requested = engine
+    engine, note = resolve_engine(adapter, engine)
+    if note:
+        warnings.warn(note, stacklevel=2)
     t0 = time.time()
     records = []
     for inp in tqdm(inputs, desc=f"swap sweep ({engine}, {mode})", unit="pair", disable=not progress):
@@ -357,11 +377,12 @@ def localize_vision(model: nn.Module, processor: Any, adapter: VLMAdapter, input
                          system=system)
         sweep = sweep_pair(model, processor, adapter, ep, layer_list, mode=mode, engine=engine,
                            max_new_tokens=max_new_tokens)
-        rec = score_pair(inp.pair, sweep, change_rule, box_scale=seen_scale(ep.target, processor, img_t))
+        rec = score_pair(inp.pair, sweep, change_rule, box_scale=seen_scale(ep.target, processor, img_t, adapter))
         records.append(rec)
         if on_pair is not None:
             on_pair(rec)
-    settings = {"mode": mode, "engine": engine, "layers": layer_list, "n_layers": n_layers,
+    settings = {"mode": mode, "engine": engine, "engine_requested": requested, "engine_note": note,
+                "layers": layer_list, "n_layers": n_layers,
                 "max_new_tokens": max_new_tokens, "resize_source": resize_source, "change_rule": change_rule,
                 "system": system, "decoding": "greedy, swap in the prompt pass only",
                 "attn_implementation": getattr(model.config, "_attn_implementation", None),

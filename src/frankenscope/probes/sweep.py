@@ -37,6 +37,7 @@ from frankenscope.probes.hooks import (
     Span,
     capture_projections,
     record_layer_inputs,
+    record_layer_outputs,
     swap_projections,
 )
 
@@ -94,7 +95,10 @@ def _swap_layers(layer: int, n_layers: int, mode: str) -> list[int]:
 
 def naive_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair, layers: Sequence[int],
                           mode: str = "cumulative", decode_tokens: int = 0) -> PromptVariants:
-    """The oracle: one full hooked prompt pass per swap layer (k_proj/v_proj outputs replaced at the image span).
+    """The oracle: one full hooked prompt pass of the whole model per swap layer (k_proj/v_proj outputs
+    replaced at the image span), from the processor's inputs, so everything the family does around the
+    decoder layers (vision features, deepstack additions, bidirectional image masks, M-RoPE) happens as in
+    a plain forward pass. The vision tower therefore runs once per variant.
 
     Each pass writes its cache straight into its row of the decode buffers (room for decode_tokens more).
     """
@@ -106,19 +110,16 @@ def naive_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair
         _prefill(model, adapter, ep.source, ep.positions, DynamicCache(), end=i1)
     # The clean target pass goes first into a plain cache: its keys give the buffer shapes.
     clean_cache = DynamicCache()
-    with record_layer_inputs(model, adapter, [0]) as rec:
-        clean_logits = _prefill(model, adapter, ep.target, ep.positions, clean_cache)
+    clean_logits = _prefill(model, adapter, ep.target, ep.positions, clean_cache)
     n_rows = len(layers) + 1
     bufs = kv_buffers(clean_cache, n_rows, total + decode_tokens)
     for (bk, bv), layer in zip(bufs, clean_cache.layers, strict=True):
         bk[-1:, :, :total], bv[-1:, :, :total] = layer.keys, layer.values
-    embeds = rec.hidden[0]
     logits = []
     for r, layer in enumerate(layers):
         cache = cache_of([BufferLayer(bk[r:r + 1], bv[r:r + 1]) for bk, bv in bufs])
         with swap_projections(model, adapter, src_kv, (i0, i1), _swap_layers(layer, n_layers, mode), total):
-            out = model(inputs_embeds=embeds, position_ids=ep.positions, cache=cache, use_cache=True, logits_to_keep=1)
-        logits.append(out.logits[:, -1])
+            logits.append(_prefill(model, adapter, ep.target, ep.positions, cache))
     logits.append(clean_logits)
     return PromptVariants(layers=list(layers), first_logits=torch.cat(logits),
                           cache=cache_of([BufferLayer(bk, bv, total) for bk, bv in bufs]),
@@ -158,6 +159,19 @@ def _layer_kwargs(recorded: dict[str, Any], start: int, total: int) -> dict[str,
     return out
 
 
+def _layer_mask(recorded: dict[str, Any], start: int, total: int, causal: Any) -> Any:
+    """The attention mask of a decoder layer for queries [start, total): the rows of the mask that layer received
+    in the clean target pass (so sliding windows and bidirectional image blocks are kept exactly), or the
+    offset causal mask `causal` when the layer got none (sdpa's implicit causal mask)."""
+    mask = recorded.get("attention_mask")
+    if isinstance(mask, torch.Tensor) and mask.dim() == 4:
+        return mask[:, :, start:total, :total]
+    if mask is None:
+        return causal
+    raise FrankenscopeError(f"the decoder layers get an attention mask of type {type(mask).__name__}; the fast swap "
+                            "engine needs a 4-D tensor mask or none (use engine='naive' or sdpa/eager attention)")
+
+
 def fast_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair, layers: Sequence[int],
                          mode: str = "cumulative", decode_tokens: int = 0) -> PromptVariants:
     """The fast exact sweep (module docstring): same result as `naive_prompt_variants`.
@@ -180,12 +194,19 @@ def fast_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair,
     else:
         src_kv = {}
         _prefill(model, adapter, ep.source, ep.positions, src_cache, end=i1)
-    # 2. Clean target: record each swap layer's input at [start, P) and layer `first`'s call kwargs.
+    # 2. Clean target: record each layer's input and output at [start, P) and its call kwargs (from layer
+    #    `first` on). What the model adds between one layer's output and the next layer's input (Qwen3-VL's
+    #    deepstack features; zero elsewhere) is added back after that layer in the walk.
+    walked = range(first, n_layers)
     clean_cache = DynamicCache()
-    with record_layer_inputs(model, adapter, layers, positions=slice(start, total), keep_kwargs=[first]) as rec:
+    with record_layer_inputs(model, adapter, walked, positions=slice(start, total), keep_kwargs=walked) as rec, \
+            record_layer_outputs(model, adapter, walked, positions=slice(start, total)) as out_rec:
         clean_logits = _prefill(model, adapter, ep.target, ep.positions, clean_cache)
-    kwargs = _layer_kwargs(rec.kwargs[first], start, total)
-    mask = _suffix_mask(model, rec.hidden[first], start, total)
+    between = {j: rec.hidden[j + 1] - out_rec[j] for j in range(first, n_layers - 1)}
+    between = {j: d for j, d in between.items() if bool(d.ne(0).any())}
+    causal = _suffix_mask(model, rec.hidden[first], start, total)
+    masks = {j: _layer_mask(rec.kwargs[j], start, total, causal) for j in walked}
+    kwargs = {j: _layer_kwargs(rec.kwargs[j], start, total) for j in walked}
 
     # 3. Decode buffers, row l = "swap from layers[l]", last row = unswapped. In layer j the rows of the
     #    variants that joined at or before j come first; the others hold the clean target's K/V.
@@ -218,9 +239,11 @@ def fast_prompt_variants(model: nn.Module, adapter: VLMAdapter, ep: EncodedPair,
         if mode == "single" and j in joining:
             # Only the row that joined here swaps in this layer; its image span starts the recomputed block.
             with swap_projections(model, adapter, src_kv, (0, i1 - i0), [j], total - start, rows={j: [rows - 1]}):
-                h = _layer_output(decoder[j](h, attention_mask=mask, cache=work, use_cache=True, **kwargs))
+                h = _layer_output(decoder[j](h, attention_mask=masks[j], cache=work, use_cache=True, **kwargs[j]))
         else:
-            h = _layer_output(decoder[j](h, attention_mask=mask, cache=work, use_cache=True, **kwargs))
+            h = _layer_output(decoder[j](h, attention_mask=masks[j], cache=work, use_cache=True, **kwargs[j]))
+        if j in between:
+            h = h + between[j].to(h.device)
         work.layers[j] = DynamicLayer()
     assert h is not None
     logits = adapter.lm_head(model)(adapter.final_norm(model)(h[:, -1:]))[:, -1]

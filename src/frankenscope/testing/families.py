@@ -426,7 +426,9 @@ def build_llava_onevision(seed: int = 0, initializer_range: float = 0.02) -> tup
 def build_gemma3(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, Any]:
     """Gemma 3: SigLIP on 32x32 images (8px patches, 4x4) average-pooled to 4 soft tokens per image; the
     LLM alternates sliding-window (8 tokens) and full attention, image tokens attend bidirectionally.
-    The projection matrix, which transformers initialises to zeros, is drawn from N(0, initializer_range)."""
+    The projection matrix, which transformers initialises to zeros, is drawn from N(0, initializer_range). The
+    output head is untied from the (sqrt(hidden)-scaled) embeddings: tied, a random model only ever repeats
+    its last input token, whatever the image, and no swap could change an answer."""
     special = ("<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
                "<end_of_image>", "<image_soft_token>")
     template = (
@@ -445,6 +447,7 @@ def build_gemma3(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, A
                                  "image_token": "<image_soft_token>"}, chat_template=template)
     cfg = Gemma3Config(
         text_config=dict(_TEXT, vocab_size=len(tok), head_dim=16, query_pre_attn_scalar=16, sliding_window=8,
+                         tie_word_embeddings=False,
                          layer_types=["sliding_attention", "sliding_attention", "full_attention"],
                          initializer_range=initializer_range, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id),
@@ -454,6 +457,7 @@ def build_gemma3(seed: int = 0, initializer_range: float = 0.02) -> tuple[Any, A
         eoi_token_index=tok.convert_tokens_to_ids("<end_of_image>"),
         image_token_index=tok.convert_tokens_to_ids("<image_soft_token>"), initializer_range=initializer_range,
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        tie_word_embeddings=False,
     )
     model = _make(Gemma3ForConditionalGeneration, cfg, seed, tok)
     gen = torch.Generator().manual_seed(seed)
