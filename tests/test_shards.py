@@ -230,3 +230,35 @@ def test_batch_size_from_free_memory(micro: Any) -> None:
         batch_size_for_memory(1, 0)
     model, _ = micro
     assert model_batch_size(model, prompt_tokens=10, max_new_tokens=10, default=7) == 7  # CPU: the configured one
+
+
+def test_batch_size_auto_is_parsed_checked_and_kept_off_the_ray_executor(tmp_path):
+    """`batch_size: auto` sizes batches from free GPU memory once a model is loaded (the CPU default on the
+    CPU); bad values name themselves; the ray executor refuses it (its shards must be the local batches)."""
+    from frankenscope.errors import FrankenscopeError
+    from frankenscope.evaluate.backends import (
+        GenerationSpec,
+        batch_size_for_memory,
+        kv_bytes_per_row,
+        parse_batch_size,
+    )
+    from frankenscope.study.config import StudyConfig
+    from frankenscope.study.executors import check_executor
+
+    assert parse_batch_size("auto") == "auto" and parse_batch_size(" AUTO ") == "auto" and parse_batch_size("8") == 8
+    for bad in ("0", "-2", "many"):
+        with pytest.raises(FrankenscopeError, match="batch size"):
+            parse_batch_size(bad)
+    assert GenerationSpec(model="m", batch_size="auto").settings()["batch_size"] == "auto"
+    # 7B-like KV row: 2 x 28 layers x 4 KV heads x 128 x (2048 + 512) tokens x 2 bytes = 146,800,640 bytes
+    row = kv_bytes_per_row(layers=28, kv_heads=4, head_dim=128, tokens=2560)
+    assert row == 146_800_640
+    assert batch_size_for_memory(10 * 2**30, row) == int(10 * 2**30 * 0.8 // row) == 58
+    models = {k: {"path": str(tmp_path / k)} for k in ("base", "in", "rl")}
+    cfg = StudyConfig.model_validate({"name": "t", **models, "evaluation": {"batch_size": "auto"}})
+    check_executor(cfg)  # local: fine
+    with pytest.raises(ValueError):
+        StudyConfig.model_validate({"name": "t", **models, "evaluation": {"batch_size": 0}})
+    ray_cfg = StudyConfig.model_validate({**cfg.model_dump(by_alias=True), "executor": {"kind": "ray"}})
+    with pytest.raises(FrankenscopeError, match="evaluation.batch_size: auto"):
+        check_executor(ray_cfg)

@@ -39,7 +39,7 @@ class GenerationSpec:
     backend: str = "hf"
     system: str | None = None
     max_new_tokens: int = 64
-    batch_size: int = 16
+    batch_size: int | str = 16  # or "auto": from free GPU memory once the model is loaded (`model_batch_size`)
     max_image_pixels: int | None = None
     dtype: str = "float32"
     device: str | None = None
@@ -54,6 +54,7 @@ class GenerationSpec:
         unknown = sorted(set(self.vllm) - set(VLLM_DEFAULTS))
         if unknown:
             raise FrankenscopeError(f"unknown vllm setting(s) {unknown}; known: {', '.join(VLLM_DEFAULTS)}")
+        parse_batch_size(self.batch_size)
 
     def vllm_settings(self) -> dict[str, Any]:
         return {**VLLM_DEFAULTS, **self.vllm}
@@ -78,8 +79,32 @@ class GenerationSpec:
 
         loaded = load_model(self.model, dtype=self.dtype, device=self.device, device_map=self.device_map,
                             attn_implementation=self.attn_implementation)
-        return HFGenerator(loaded, batch_size=self.batch_size, max_new_tokens=self.max_new_tokens, system=self.system,
+        batch = parse_batch_size(self.batch_size)
+        if batch == AUTO:
+            batch = model_batch_size(loaded.model, prompt_tokens=AUTO_PROMPT_TOKENS,
+                                     max_new_tokens=self.max_new_tokens, default=AUTO_CPU_BATCH)
+        return HFGenerator(loaded, batch_size=int(batch), max_new_tokens=self.max_new_tokens, system=self.system,
                            progress=self.progress, max_image_pixels=self.max_image_pixels)
+
+
+AUTO = "auto"
+#: `batch_size: auto` sizes a batch's KV cache for this many prompt tokens (a 7B VLM's prompt with one
+#: ~1,000-token image and its question) plus max_new_tokens; on the CPU it means AUTO_CPU_BATCH.
+AUTO_PROMPT_TOKENS = 2048
+AUTO_CPU_BATCH = 16
+
+
+def parse_batch_size(value: int | str) -> int | str:
+    """A batch size: a positive integer, or "auto" (sized from free GPU memory when the model is loaded)."""
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        raise FrankenscopeError(f"batch size {value!r}: give a positive integer or 'auto'") from None
+    if n < 1:
+        raise FrankenscopeError(f"batch size must be >= 1 or 'auto', got {value!r}")
+    return n
 
 
 def _vllm_dtype(dtype: str) -> str:

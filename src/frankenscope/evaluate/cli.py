@@ -21,7 +21,9 @@ def eval_cmd(
     tasks: str | None = typer.Option(None, help="accuracy only: comma-separated task names to keep."),
     n: int | None = typer.Option(None, help="accuracy: first N per task; fine-grained: N items per metric "
                                  "set (seeded subsample, saved as an id list)."),
-    batch_size: int = typer.Option(16), max_new_tokens: int = typer.Option(64), seed: int = typer.Option(0),
+    batch_size: str = typer.Option("16", help="Prompts per generate call, or auto: sized from free GPU memory "
+                                   "once the model is loaded (16 on the CPU)."),
+    max_new_tokens: int = typer.Option(64), seed: int = typer.Option(0),
     dtype: str = typer.Option("float32"), device: str | None = typer.Option(None),
     device_map: str | None = typer.Option(None, help="e.g. auto: spread each model over the visible GPUs."),
     attn_implementation: str = typer.Option("sdpa", help="sdpa | eager | flash_attention_2"),
@@ -64,7 +66,7 @@ def eval_cmd(
 
 
 def _eval(models: list[str], out: Path, *, metrics: str, suite: str, data: Path | None, tasks: str | None,
-          n: int | None, batch_size: int, max_new_tokens: int, seed: int, placement: dict[str, str | None],
+          n: int | None, batch_size: int | str, max_new_tokens: int, seed: int, placement: dict[str, str | None],
           prompt_style: str, labels: str | None, n_per_task: int, benchmarks: str | None,
           max_image_pixels: int | None, cache: Path | None, judge: bool, describe: bool | None,
           descriptions: Path | None, prompts: dict[str, str], from_hub: bool, reference: str | None) -> None:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError, FrankenscopeRuntimeError
-from frankenscope.evaluate.backends import GenerationSpec
+from frankenscope.evaluate.backends import AUTO_CPU_BATCH, GenerationSpec, parse_batch_size
 from frankenscope.evaluate.cache import CachedGenerator, ResponseCache
 from frankenscope.evaluate.extract import grader_identity
 from frankenscope.evaluate.finegrained import (
@@ -279,7 +279,7 @@ def _fingerprint(model: str) -> str:
 def finegrained_requests(models: list[str], out: Path, *, suite: str = "organism", data: Path | None = None,
                          prompt_style: str | list[str] = "plain", labels: list[str] | None = None,
                          n: int | None = None, n_per_task: int = 50, seed: int = 0,
-                         benchmarks: str | list[str] | None = None, batch_size: int = 16, max_new_tokens: int = 64,
+                         benchmarks: str | list[str] | None = None, batch_size: int | str = 16, max_new_tokens: int = 64,
                          max_image_pixels: int | None = None, dtype: str = "float32", device: str | None = None,
                          device_map: str | None = None, attn_implementation: str = "sdpa",
                          descriptions: Path | None = None, prompts: dict[str, str] | None = None,
@@ -328,7 +328,7 @@ def finegrained_requests(models: list[str], out: Path, *, suite: str = "organism
 def finegrained_eval(models: list[str], out: Path, *, suite: str = "organism", data: Path | None = None,
                      prompt_style: str | list[str] = "plain", labels: list[str] | None = None,
                      n: int | None = None, n_per_task: int = 50, seed: int = 0,
-                     benchmarks: str | list[str] | None = None, batch_size: int = 16, max_new_tokens: int = 64,
+                     benchmarks: str | list[str] | None = None, batch_size: int | str = 16, max_new_tokens: int = 64,
                      max_image_pixels: int | None = None, dtype: str = "float32", device: str | None = None,
                      device_map: str | None = None, attn_implementation: str = "sdpa",
                      cache: Path | None = None, judge: bool = False, describe: bool | None = None,
@@ -522,7 +522,7 @@ def _report_judge_failures(records: list[Any], label: str, judged: bool, echo: C
 
 
 def accuracy_eval(model: str, out: Path, *, suite: str = "organism", data: Path | None = None,
-                  tasks: str | None = None, n: int | None = None, batch_size: int = 16, max_new_tokens: int = 64,
+                  tasks: str | None = None, n: int | None = None, batch_size: int | str = 16, max_new_tokens: int = 64,
                   seed: int = 0, dtype: str = "float32", device: str | None = None, device_map: str | None = None,
                   attn_implementation: str = "sdpa", prompt_style: str = "plain", cache: Path | None = None,
                   progress: bool = True, echo: Callable[[str], None] = print) -> dict[str, Any]:
@@ -542,8 +542,9 @@ def accuracy_eval(model: str, out: Path, *, suite: str = "organism", data: Path 
 
     if n is not None and n < 1:
         raise FrankenscopeError(f"--n must be >= 1, got {n}")
-    if batch_size < 1 or max_new_tokens < 1:
-        raise FrankenscopeError(f"--batch-size and --max-new-tokens must be >= 1 (got {batch_size}, {max_new_tokens})")
+    batch_size = parse_batch_size(batch_size)
+    if max_new_tokens < 1:
+        raise FrankenscopeError(f"--max-new-tokens must be >= 1 (got {max_new_tokens})")
     if data is None and suite != "organism":
         raise FrankenscopeError(f"unknown suite {suite!r}; use 'organism' or pass --data PATH")
     style = get_prompt_style(prompt_style)
@@ -574,7 +575,7 @@ def accuracy_eval(model: str, out: Path, *, suite: str = "organism", data: Path 
     t0 = time.time()
     with ResponseCache(cache or out / "cache.sqlite") as store:
         cached = CachedGenerator(_LazyGenerator(spec.build), store, fp, settings,
-                                 chunk_size=max(batch_size, 1) * 4)
+                                 chunk_size=(batch_size if isinstance(batch_size, int) else AUTO_CPU_BATCH) * 4)
         result = evaluate([style.apply(it) for it in items], cached, seed=seed)
     run = {**settings, "greedy": True, "grader": grader_identity(), "prompt_style": style.to_dict(),
            "data": str(data), "n_items": len(items), "wall_s": round(time.time() - t0, 2),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -51,7 +51,7 @@ class EvalSettings(_Strict):
     n: int | None = Field(None, ge=1)  # items per metric set (deterministic subsample, saved as an id list)
     n_per_task: int = Field(50, ge=1)  # organism suite: items drawn per task
     max_new_tokens: int = Field(80, ge=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 32  # auto: from free GPU memory once a model is loaded (local executor)
     benchmarks: list[str] = Field(default_factory=list)  # e.g. [mathvista, mathverse, mathvision, logicvista]
     mathvista_prompt: Literal["query", "question"] = "query"  # hint query, or question + choices (reference code)
     mathverse_prompt: Literal["query_cot", "query_wo", "question"] = "query_cot"

@@ -327,5 +327,8 @@ def absorb_leftover_records(out: Path, log: Callable[[str], Any] = print) -> int
 def check_executor(cfg: StudyConfig) -> None:
     """Fail early, naming the field, on an executor setting that cannot work."""
     ex = cfg.executor
+    if ex.kind == "ray" and cfg.evaluation.batch_size == "auto":
+        raise FrankenscopeError("evaluation.batch_size: auto is for the local executor; the ray executor plans "
+                                "its shards as the local run's batches, so give a number")
     if ex.kind == "local" and ex.address:
         raise FrankenscopeError("executor.address is set but executor.kind is local: use --executor ray")

@@ -224,7 +224,7 @@ def _eval_unit(cfg: StudyConfig, name: str, labels: list[str], params: float, im
             for s in range(0, n, shard):
                 k = min(shard, n - s)
                 tasks.append(Task(f"{name}:{label}:{cond}:{s}", generation_seconds(
-                    k, cond != "text", ev.max_new_tokens, ev.batch_size, ev.backend, params, image_tokens)))
+                    k, cond != "text", ev.max_new_tokens, _batch(ev.batch_size), ev.backend, params, image_tokens)))
     work = (f"{per_model} items x conditions ({' + '.join(f'{c} {n}' for c, n in conds.items())}) x "
             f"{len(labels)} models")
     return UnitPlan(name, len(labels), work, generations=per_model * len(labels),
@@ -310,3 +310,11 @@ def format_plan(plan: StudyPlan, gpu_counts: list[int]) -> str:
         f"and an HF batch as long as {HF_LONGEST_FACTOR:g}x the mean (assumptions); "
         + "; ".join(f"{k} = {t.value:g} {t.unit} ({t.source.split(':')[0]})" for k, t in THROUGHPUTS.items()) + ".")
     return "\n".join(lines)
+
+
+#: What `evaluation.batch_size: auto` is assumed to pick on a GPU for the estimate (it depends on free memory).
+AUTO_BATCH_ESTIMATE = 64
+
+
+def _batch(batch_size: int | str) -> int:
+    return batch_size if isinstance(batch_size, int) else AUTO_BATCH_ESTIMATE
