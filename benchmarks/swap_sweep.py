@@ -253,15 +253,18 @@ def _family_image(size: tuple[int, int], seed: int) -> Any:
     return Image.fromarray(np.kron(blocks, np.ones((-(-h // 4), -(-w // 4), 1), dtype=np.uint8))[:h, :w])
 
 
-def bench_families(layers: int, pairs: int, reps: int, tokens: int) -> list[str]:
+def bench_families(layers: int, pairs: int, reps: int, tokens: int, words: int = 0) -> list[str]:
     """fast/naive per registered family, side by side: each family's tiny architecture (frankenscope.testing.families)
     deepened to `layers` LLM layers, initializer_range 0.2, its largest test image (the processor's token
-    layout: markers, tiles, newlines), a one-line question; all layers swapped (cumulative), greedy decoding."""
+    layout: markers, tiles, newlines; the tiny processors cap the image at 4-18 tokens, so a real model's
+    hundreds of image tokens are not reproduced), a one-line question with `words` more words of text after
+    the image (a real prompt's suffix: ~45 tokens); all layers swapped (cumulative), greedy decoding."""
     from frankenscope.adapters import supported_architectures
     from frankenscope.data.schema import ProbePair
     from frankenscope.testing.families import FAMILIES
 
-    lines = [f"== families: fast vs naive, {layers} LLM layers, {pairs} pairs x {reps} reps, {tokens} new tokens",
+    lines = [f"== families: fast vs naive, {layers} LLM layers, {pairs} pairs x {reps} reps, {tokens} new tokens, "
+             f"+{words} words after the image",
              f"{'family':<16} {'image tok':>9} {'prompt':>6} {'after image':>11} {'fast s':>7} {'naive s':>8} "
              f"{'naive/fast':>10}  same answers"]
     for name, fam in FAMILIES.items():
@@ -285,7 +288,8 @@ def bench_families(layers: int, pairs: int, reps: int, tokens: int) -> list[str]
                 if p.dim() > 1 and not bool(p.any()):
                     p.normal_(0.0, 0.2)
         size = fam.image_sizes[-1]
-        eps = [encode_pair(model, proc, ad, ProbePair(f"p{i}", "count", "t", "s", "How many shapes are there?", "1",
+        question = "How many shapes are there?" + " the image is" * (words // 3)
+        eps = [encode_pair(model, proc, ad, ProbePair(f"p{i}", "count", "t", "s", question, "1",
                                                       "2", "number"), _family_image(size, 2 * i),
                            _family_image(size, 2 * i + 1)) for i in range(pairs)]
         all_layers = list(range(layers))
@@ -320,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--family-layers", type=int, default=12, help="LLM layers of each family's model (families)")
     ap.add_argument("--pairs-family", type=int, default=2)
     ap.add_argument("--reps-family", type=int, default=1)
+    ap.add_argument("--family-words", type=int, default=0, help="words of text added after the image (families)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -338,7 +343,8 @@ def main(argv: list[str] | None = None) -> None:
         print(report(bench_shape("big", model, proc, inputs[:args.pairs_big], args.reps_big, args.tokens,
                                  BIG_SIDE, args.big_suffix or None)), flush=True)
     if args.only in (None, "families"):
-        print("\n".join(bench_families(args.family_layers, args.pairs_family, args.reps_family, args.tokens)),
+        print("\n".join(bench_families(args.family_layers, args.pairs_family, args.reps_family, args.tokens,
+                                       args.family_words)),
               flush=True)
     print(f"total {time.time() - t0:.0f} s", file=sys.stderr)
 
