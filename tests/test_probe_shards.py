@@ -113,6 +113,15 @@ def test_shard_files_are_reused_under_their_key_only(micro_dir: Path, tmp_path: 
         combine_probe_shards(other, 2)
     with pytest.raises(FrankenscopeError, match=r"0000\.json.*from other settings"):
         combine_probe_shards(probe, 2)
+    # a whole (local) run removes shard files an interrupted sharded run left, and nothing else
+    (out / PROBE_SHARDS_DIR / "notes.txt").write_text("mine")
+    (out / PROBE_SHARDS_DIR / ".0001.json.123-abcd.tmp").write_text("{")
+    run_probe(other)
+    assert [f.name for f in (out / PROBE_SHARDS_DIR).iterdir()] == ["notes.txt"]
+    (out / PROBE_SHARDS_DIR / "notes.txt").unlink()
+    run_probe_shard(other, shards[1])
+    run_probe(other)
+    assert not (out / PROBE_SHARDS_DIR).exists()
 
 
 def test_plans_take_whole_consecutive_batches() -> None:

@@ -24,7 +24,6 @@ after the file was written, a study resumed after its driver died); any other fi
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -166,12 +165,30 @@ def merge_shards(probe: ShardedProbe, shards: Sequence[tuple[ProbeShard, list[An
     return [by_item[i] for i in sorted(by_item)], settings, round(sum(w for *_, w in shards), 3)
 
 
+def remove_shard_files(probe: ShardedProbe) -> None:
+    """Delete the probe's shard files (and their folder once it is empty); other files are left alone."""
+    folder = Path(probe.out) / PROBE_SHARDS_DIR
+    if not folder.is_dir():
+        return
+    for f in folder.glob("[0-9][0-9][0-9][0-9].json"):
+        doc = _read(f)
+        if doc is None or doc.get("kind") == "probe-shard":
+            f.unlink(missing_ok=True)
+    for f in folder.glob(".[0-9][0-9][0-9][0-9].json.*.tmp"):  # an atomic write cut short by a kill
+        f.unlink(missing_ok=True)
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def run_probe(probe: ShardedProbe) -> Any:
-    """The whole probe in this process: one shard of every batch, merged and finished (no shard file)."""
+    """The whole probe in this process: one shard of every batch, merged and finished (no shard file; shard files
+    an interrupted sharded run left behind are removed, so the folder holds what a local run writes)."""
     (whole,) = plan_probe_shards(probe.batches(), None)
     t0 = time.time()
     records, settings = probe.compute([list(b) for b in whole.batches])
-    return probe.finish(*merge_shards(probe, [(whole, records, settings, round(time.time() - t0, 3))]))
+    result = probe.finish(*merge_shards(probe, [(whole, records, settings, round(time.time() - t0, 3))]))
+    remove_shard_files(probe)
+    return result
 
 
 def combine_probe_shards(probe: ShardedProbe, shard_items: int | None) -> Any:
@@ -186,5 +203,5 @@ def combine_probe_shards(probe: ShardedProbe, shard_items: int | None) -> Any:
                                     "from other settings; run the shard again")
         payloads.append((shard, [probe.decode(r) for r in doc["records"]], doc["settings"], doc["wall_s"]))
     result = probe.finish(*merge_shards(probe, payloads))
-    shutil.rmtree(Path(probe.out) / PROBE_SHARDS_DIR, ignore_errors=True)
+    remove_shard_files(probe)
     return result
