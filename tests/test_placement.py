@@ -59,14 +59,14 @@ def test_probes_render_prompts_through_the_models_style(monkeypatch: pytest.Monk
     from frankenscope.probes.run import run_localize_reasoning
 
     seen: dict[str, Any] = {}
-    real = skip.localize_reasoning
+    real = skip.reasoning_records  # the kernel the probe runs on its items (every shard of them)
 
     def spy(model: Any, processor: Any, adapter: Any, items: list, **kwargs: Any) -> Any:
         seen["prompts"] = [it.prompt for it in items]
         seen["system"] = kwargs["system"]
         return real(model, processor, adapter, items, **kwargs)
 
-    monkeypatch.setattr(skip, "localize_reasoning", spy)
+    monkeypatch.setattr(skip, "reasoning_records", spy)
     style = tmp_path / "style.json"
     style.write_text('{"name": "mine", "system": "SYS", "user_prefix": "PRE\\n", "user_suffix": "\\nSUF"}')
     _, path, _ = run_localize_reasoning(str(micro_dir), tmp_path / "out", n=1, layers="0", max_new_tokens=2,

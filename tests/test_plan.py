@@ -37,7 +37,24 @@ def test_plan_counts_the_paper_study_by_hand() -> None:
     # swap: 100 pairs x 28 layers, Base only; skipping: (gsm8k 100 + math500 100) x (28 + baseline)
     assert units["localize-vision"].passes == 100 * 28
     assert units["localize-reasoning"].passes == 200 * 29
-    assert units["attention"].passes == 2 * 100 and units["attention"].tasks[0].gpus == 2
+    assert units["attention"].passes == 2 * 100 and all(t.gpus == 2 for t in units["attention"].tasks)
+    # probes as shards of at most probe_shard_items (64) items, whole batches: swap pairs one by one (64 + 36);
+    # skipping 29 rows per item leaves 1 item per batch of 32 rows (64 + 64 + 64 + 8); attention batches of 16
+    # (64 + 36). Sharding splits the time, it adds none (model loads are not counted)
+    per_item = {"localize-vision": 100, "localize-reasoning": 200, "attention": 100}
+    sizes = {"localize-vision": [64, 36], "localize-reasoning": [64, 64, 64, 8], "attention": [64, 36]}
+    for unit, n in per_item.items():
+        tasks = units[unit].tasks
+        assert sum(sizes[unit]) == n
+        assert [t.name.rsplit(":", 1)[1] for t in tasks] == [str(i) for i in range(len(sizes[unit]))], unit
+        assert [t.gpu_s for t in tasks] == pytest.approx([tasks[0].gpu_s * k / sizes[unit][0] for k in sizes[unit]])
+    raw = load_config(CONFIG).model_dump(by_alias=True)
+    raw["executor"]["probe_shard_items"] = 10_000
+    whole = {u.unit: u for u in study_plan(StudyConfig.model_validate(raw)).units}
+    for unit in per_item:
+        assert len(whole[unit].tasks) == 1 and whole[unit].gpu_hours == pytest.approx(units[unit].gpu_hours)
+    # one skipping task (a probe whole, on one GPU) bounded the 64-GPU wall-clock; its shards do not
+    assert plan.wall_hours(64) < study_plan(StudyConfig.model_validate(raw)).wall_hours(64) / 2
     # one evaluation shard by hand (HF): 256 image items, batch 8, longest response min(8192, 3 x 1000) steps
     # of 0.03 s, prompts (200 text + 1170 image tokens) at 8000 tokens/s; a 7B model is the reference size
     shard = next(t for t in units["finegrained"].tasks if t.name == "finegrained:Base:image:0")

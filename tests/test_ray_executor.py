@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import frankenscope
+from frankenscope.probes.shards import PROBE_SHARDS_DIR, SHARD_FAULT
 from frankenscope.study.config import StudyConfig
 from frankenscope.study.run import run_study
 
@@ -38,10 +39,12 @@ def _config(org: Path, kind: str, **executor: Any) -> StudyConfig:
         "name": "micro", "organism": True, "organism_preset": "micro", "seed": 0,
         "base": {"path": str(org / "base")}, "in": {"path": str(org / "in")}, "rl": {"path": str(org / "rl")},
         "evaluation": {"n_per_task": 4, "max_new_tokens": 16, "batch_size": 8},
-        "probes": {"n": 2, "max_new_tokens": 8, "skip_max_new_tokens": 16, "attention_max_new_tokens": 16},
+        # 9 per task: 18 attention items, more than one generation batch (16), so every probe has 2+ shards
+        "probes": {"n": 9, "max_new_tokens": 8, "skip_max_new_tokens": 16, "attention_max_new_tokens": 16},
         "validate": {"enabled": False}, "freeze": {"enabled": False},
-        # 2 CPUs: a local cluster of 2 workers; one 64-item chunk per shard, so a model's conditions are 4 shards
-        "executor": {"kind": kind, "num_cpus": 2, "shard_items": 64, **executor},
+        # 2 CPUs: a local cluster of 2 workers; one 64-item chunk per shard, so a model's conditions are 4 shards;
+        # probe shards of at most 16 items (the local executor runs every probe whole)
+        "executor": {"kind": kind, "num_cpus": 2, "shard_items": 64, "probe_shard_items": 16, **executor},
     })
 
 
@@ -84,6 +87,12 @@ def test_ray_study_gives_the_local_result_files(organism: Path, local_run: Path,
     assert [d[0] for d in _differences(local_run, out)] == ["finegrained/models/IN.json"]
     assert not (out / "shards").exists()
     assert any("responses to generate in 12 shard(s)" in s for s in lines), lines  # 3 models x 4 conditions
+    # probes by items, in whole batches of at most 16 items: vision 36 pairs -> 16 + 16 + 4; skipping 27 items in
+    # batches of 6 (18 with an image, then 9 text-only: 6 6 6 | 6 3) -> 6+6, 6+6+3; attention 18 items generated
+    # 16 + 2 -> 16, 2: one task per shard and probed model (attention: both models)
+    for unit, n in (("localize-vision", 3 * 3), ("localize-reasoning", 3 * 2), ("attention", 2)):
+        assert f"[{unit}] {n} part task(s)" in lines, (unit, lines)
+    assert not list(out.rglob(PROBE_SHARDS_DIR))  # every probe's shard files were merged and removed
     # a rerun on either executor skips every unit
     again = run_study(_config(organism, "ray"), out, progress=False, log=lambda s: None)
     assert all(u["status"] == "skipped (done)" for u in again["units"])
@@ -109,6 +118,29 @@ def test_killed_worker_mid_shard_is_retried_and_keeps_its_batches(organism: Path
     local = local_run / "finegrained"
     cmp = _compare_module()
     assert cmp.compare(local, out / "finegrained", cmp.VOLATILE) == []
+
+
+def test_killed_worker_mid_probe_shard_is_retried_and_the_merge_is_identical(
+        organism: Path, local_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL of the worker of the first probe shard to finish computing (before it writes its records): Ray
+    reruns that shard and the merged results equal the local run's."""
+    import frankenscope.study.run as run
+
+    once = tmp_path / "fault-once"
+    once.mkdir()
+    monkeypatch.setenv("FRANKENSCOPE_FAULT", SHARD_FAULT)
+    monkeypatch.setenv("FRANKENSCOPE_FAULT_ONCE", str(once))
+    real = run.study_units
+    keep = ("attention", "localize-reasoning")
+    monkeypatch.setattr(run, "study_units", lambda c, o, **kw: [u for u in real(c, o, **kw) if u.name in keep])
+    out = tmp_path / "study"
+    summary = run_study(_config(organism, "ray", max_retries=2), out, progress=False, log=lambda s: None)
+    assert [u["status"] for u in summary["units"]] == ["ran", "ran"]
+    assert (once / SHARD_FAULT.replace(":", "_")).is_file()  # a worker was killed mid-shard
+    cmp = _compare_module()
+    for unit in keep:
+        assert cmp.compare(local_run / unit, out / unit, cmp.VOLATILE) == [], unit
+    assert not list(out.rglob(PROBE_SHARDS_DIR))
 
 
 def test_a_retry_budget_of_zero_fails_the_study_and_a_rerun_resumes(organism: Path, local_run: Path, tmp_path: Path,

@@ -6,7 +6,8 @@
   their batched caches over preallocated buffers.
 * `skip`: layer-skip reasoning localization (all single-layer ablations batched, one per row).
 * `attention`: attention from response tokens to image tokens, per layer, for several models.
-* `run`: each probe end to end (data, model, result file, figure), for the CLI and the study;
+* `run`: each probe end to end (data, model, result file, figure), for the CLI and the study, prepared as a
+  probe that runs whole or in shards of its items (`shards`: planning, shard record files, the merge);
   `results`: the result-file writing the three probes share; `plots`: Fig. 3 / 4a / 4b from the JSON
   results; `cli`: the typer commands.
 

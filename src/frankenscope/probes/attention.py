@@ -190,13 +190,36 @@ class AttentionShift:
                 "records": {k: [asdict(r) for r in v] for k, v in self.records.items()}, "wall_s": self.wall_s}
 
 
+def attention_batches(items: Sequence[Item], batch_size: int) -> list[list[int]]:
+    """The generation batches of a run over `items`, as item indices: the items with an image (the others are
+    not measured) in item order, `batch_size` per batch (`generate_ids`'s chunks). FrankenscopeError when no
+    item has an image."""
+    imaged = [i for i, it in enumerate(items) if it.image is not None]
+    if not imaged:
+        raise FrankenscopeError("attention needs items with images; none of the given items has one")
+    return [imaged[s:s + batch_size] for s in range(0, len(imaged), batch_size)]
+
+
 def attention_shift(loaded: dict[str, tuple[nn.Module, Any, VLMAdapter]], items: Sequence[Item], *,
                     layers: Sequence[int] | None = None, max_new_tokens: int = 80, batch_size: int = 16,
                     system: str | None = None, seed: int = 0, progress: bool = True) -> AttentionShift:
-    """Fig. 3 for several models (label -> (model, processor, adapter)), e.g. {"IN": ..., "RL": ...}."""
+    """Fig. 3 for several models (label -> (model, processor, adapter)), e.g. {"IN": ..., "RL": ...}:
+    `attention_records` over every item, then `summarize_attention`."""
+    t0 = time.time()
+    per_model, settings = attention_records(loaded, items, layers=layers, max_new_tokens=max_new_tokens,
+                                            batch_size=batch_size, system=system, progress=progress)
+    return attention_result(per_model, settings, seed, round(time.time() - t0, 3))
+
+
+def attention_records(loaded: dict[str, tuple[nn.Module, Any, VLMAdapter]], items: Sequence[Item], *,
+                      layers: Sequence[int] | None = None, max_new_tokens: int = 80, batch_size: int = 16,
+                      system: str | None = None, progress: bool = True
+                      ) -> tuple[dict[str, list[ItemAttention]], dict[str, Any]]:
+    """(label -> one record per item with an image, in item order; the run's settings). Responses are generated
+    in chunks of `batch_size` from the first item with an image, so a run over whole consecutive chunks of a
+    longer item list (`attention_batches`) decodes exactly the longer run's batches for those items."""
     if len(loaded) < 1:
         raise FrankenscopeError("attention_shift needs at least one model")
-    t0 = time.time()
     n_layers = {label: a.num_layers(m) for label, (m, _, a) in loaded.items()}
     if len(set(n_layers.values())) != 1:
         raise FrankenscopeError(f"the models have different numbers of decoder layers: {n_layers}")
@@ -210,8 +233,15 @@ def attention_shift(loaded: dict[str, tuple[nn.Module, Any, VLMAdapter]], items:
                 "mass": "sum over image tokens, mean over heads and response tokens (plotted)",
                 "per_token": "mass / number of image tokens (Eq. 1 as printed)",
                 "pass": "one teacher-forced pass over prompt + response, eager attention"}
-    return AttentionShift(layers=layer_list, settings=settings, summary=summarize_attention(per_model, layer_list, seed),
-                          records=per_model, wall_s=round(time.time() - t0, 3))
+    return per_model, settings
+
+
+def attention_result(per_model: dict[str, list[ItemAttention]], settings: dict[str, Any], seed: int,
+                     wall_s: float) -> AttentionShift:
+    """The attention shift of `per_model` (every measured item, in item order) run with `settings`."""
+    layers = list(settings["layers"])
+    return AttentionShift(layers=layers, settings=settings, summary=summarize_attention(per_model, layers, seed),
+                          records=per_model, wall_s=wall_s)
 
 
 def write_attention(result: AttentionShift, out_dir: str | Path, *, models: dict[str, dict[str, Any]],

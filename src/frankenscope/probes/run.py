@@ -1,18 +1,26 @@
 """The causal probes as library functions (`run_localize_vision`, `run_localize_reasoning`, `run_attention`):
 load the data and the model(s), run the probe, write its result file and figure. The CLI (`probes/cli.py`)
-and the study call these."""
+and the study call these.
+
+Each probe is prepared first (`prepare_localize_vision`, `prepare_localize_reasoning`, `prepare_attention`:
+inputs checked, items loaded and styled, layers resolved from the model's config) into a `ShardedProbe`
+(probes/shards.py) that computes the records of any of its batches and finishes a run from the records of
+all of them. `run_*` runs it whole (`shards.run_probe`); the study's Ray executor runs it in shards
+(`shards.run_probe_shard`, `shards.combine_probe_shards`) through the same methods, so both write the same
+result file."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from frankenscope.data.io import first_n_per_task
 from frankenscope.data.schema import Item
 from frankenscope.errors import FrankenscopeError
 from frankenscope.evaluate.prompts import PromptStyle, get_prompt_style
 from frankenscope.layers import layers_from_spec
+from frankenscope.probes.shards import ShardedProbe, run_probe
 from frankenscope.providers import suite as suite_provider
 
 #: Default organism tasks of each analysis.
@@ -49,6 +57,28 @@ def probe_style(prompt_style: str | PromptStyle | None = "plain", system: str | 
 def _styled_items(items: list[Item], style: PromptStyle) -> list[Item]:
     """Items whose prompts are rendered through `style` (prefix + question + suffix), as evaluation does."""
     return [style.apply(it) for it in items]
+
+
+def model_depth(model: str) -> int:
+    """Decoder layers of a model, from its config (`text_config.num_hidden_layers`; local folder or hub id)."""
+    from transformers import AutoConfig
+
+    try:
+        n = AutoConfig.from_pretrained(model).get_text_config().num_hidden_layers
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise FrankenscopeError(f"{model}: cannot read the number of decoder layers from its config "
+                                f"({type(e).__name__}: {e})") from e
+    if not isinstance(n, int) or n < 1:
+        raise FrankenscopeError(f"{model}: its config gives no number of decoder layers (num_hidden_layers)")
+    return n
+
+
+def _check_depth(model: str, loaded: Any, depth: int) -> None:
+    """The loaded model has the depth its config said when the probe was prepared (its layers were resolved
+    from it)."""
+    n = loaded.adapter.num_layers(loaded.model)
+    if n != depth:
+        raise FrankenscopeError(f"{model}: the config says {depth} decoder layers but the loaded model has {n}")
 
 
 def _fingerprint(model: str) -> str | None:
@@ -102,24 +132,88 @@ def load_dataset_items(dataset: str, out: Path, *, tasks: list[str] | None, defa
     return first_n_per_task(items, n), source
 
 
-def run_localize_vision(model: str, out: str | Path, *, pairs: str = "organism", tasks: list[str] | None = None,
-                        n: int | None = None, mode: str = "cumulative", layers: str | None = None,
-                        engine: str = "fast", resize_source: bool = False, max_new_tokens: int = 24,
-                        change_rule: str = "exact", system: str | None = None, seed: int = 0,
-                        dtype: str = "float32", device: str | None = None, attn: str = "sdpa", plots: bool = True,
-                        progress: bool = True, prompt_style: str | PromptStyle = "plain",
-                        device_map: str | None = None) -> tuple[Any, Path, Path | None]:
-    """`localize vision` as a function: (VisionLocalization, path of localize_vision.json, figure or None).
+@dataclass
+class _Load:
+    """How a probe loads its model(s) (`loading.load_model`'s placement and precision)."""
 
-    Each pair's question is rendered through `prompt_style` (as in evaluation); `system` overrides its
-    system prompt. The style is recorded in the result's settings."""
-    from frankenscope.loading import load_model
-    from frankenscope.probes.plots import plot_vision
-    from frankenscope.probes.swap import (
-        file_probe_inputs,
-        localize_vision,
-        write_localize_vision,
-    )
+    dtype: str = "float32"
+    device: str | None = None
+    device_map: str | None = None
+    attn: str = "sdpa"
+
+    def __call__(self, model: str) -> Any:
+        from frankenscope.loading import load_model
+
+        return load_model(model, dtype=self.dtype, device=self.device, device_map=self.device_map,
+                          attn_implementation=self.attn)
+
+
+@dataclass
+class VisionProbe(ShardedProbe):
+    """`localize vision` prepared: the styled probe inputs, one batch per pair (each pair is swept alone)."""
+
+    kind: ClassVar[str] = "localize_vision"
+    model: str
+    out: Path
+    inputs: list[Any]  # swap.ProbeInput, prompts rendered through `style`
+    source: str
+    style: PromptStyle
+    depth: int
+    layers: list[int]
+    options: dict[str, Any]  # vision_records' mode, engine, max_new_tokens, resize_source, change_rule
+    load: _Load
+    seed: int
+    fingerprint: str | None
+    plots: bool = True
+    progress: bool = True
+
+    def batches(self) -> list[list[int]]:
+        return [[i] for i in range(len(self.inputs))]
+
+    def key(self) -> dict[str, Any]:
+        return {"model": self.model, "fingerprint": self.fingerprint, "source": self.source,
+                "style": self.style.to_dict(), "layers": self.layers, "options": self.options,
+                "load": asdict(self.load), "seed": self.seed}
+
+    def item_key(self, index: int) -> Any:
+        return asdict(self.inputs[index].pair)
+
+    def compute(self, batches: list[list[int]]) -> tuple[list[Any], dict[str, Any]]:
+        from frankenscope.probes.swap import vision_records
+
+        loaded = self.load(self.model)
+        _check_depth(self.model, loaded, self.depth)
+        inputs = [self.inputs[i] for i in sorted(i for b in batches for i in b)]
+        return vision_records(loaded.model, loaded.processor, loaded.adapter, inputs, layers=self.layers,
+                              system=self.style.system, progress=self.progress, **self.options)
+
+    def finish(self, records: list[Any], settings: dict[str, Any], wall_s: float) -> tuple[Any, Path, Path | None]:
+        from frankenscope.probes.plots import plot_vision
+        from frankenscope.probes.swap import vision_result, write_localize_vision
+
+        result = vision_result(records, {**settings, "prompt_style": self.style.to_dict()}, self.seed, wall_s)
+        path = write_localize_vision(result, self.out, model_source=self.model, model_fingerprint=self.fingerprint,
+                                     pairs_source=self.source, seed=self.seed)
+        return result, path, plot_vision(path, self.out) if self.plots else None
+
+    def encode(self, record: Any) -> Any:
+        return asdict(record)
+
+    def decode(self, value: Any) -> Any:
+        from frankenscope.probes.swap import PairRecord
+
+        return PairRecord(**value)
+
+
+def prepare_localize_vision(model: str, out: str | Path, *, pairs: str = "organism", tasks: list[str] | None = None,
+                            n: int | None = None, mode: str = "cumulative", layers: str | None = None,
+                            engine: str = "fast", resize_source: bool = False, max_new_tokens: int = 24,
+                            change_rule: str = "exact", system: str | None = None, seed: int = 0,
+                            dtype: str = "float32", device: str | None = None, attn: str = "sdpa",
+                            plots: bool = True, progress: bool = True, prompt_style: str | PromptStyle = "plain",
+                            device_map: str | None = None) -> VisionProbe:
+    """`localize vision` prepared (see `run_localize_vision` for the arguments); nothing is loaded yet."""
+    from frankenscope.probes.swap import file_probe_inputs
 
     out = Path(out)
     _check_inputs([model], n, layers)
@@ -130,79 +224,221 @@ def run_localize_vision(model: str, out: str | Path, *, pairs: str = "organism",
         inputs, source = file_probe_inputs(pairs, tasks, n), pairs
     style = probe_style(prompt_style, system)
     inputs = [replace(inp, pair=replace(inp.pair, prompt=style.render(inp.pair.prompt))) for inp in inputs]
-    loaded = load_model(model, dtype=dtype, device=device, device_map=device_map, attn_implementation=attn)
-    layer_list = layers_from_spec(layers, loaded.adapter.num_layers(loaded.model))
-    result = localize_vision(loaded.model, loaded.processor, loaded.adapter, inputs, layers=layer_list, mode=mode,
-                             engine=engine, max_new_tokens=max_new_tokens, resize_source=resize_source,
-                             change_rule=change_rule, system=style.system, seed=seed, progress=progress)
-    result.settings["prompt_style"] = style.to_dict()
-    path = write_localize_vision(result, out, model_source=model, model_fingerprint=_fingerprint(model),
-                                 pairs_source=source, seed=seed)
-    return result, path, plot_vision(path, out) if plots else None
+    depth = model_depth(model)
+    return VisionProbe(model, out, inputs, source, style, depth, layers_from_spec(layers, depth),
+                       {"mode": mode, "engine": engine, "max_new_tokens": max_new_tokens,
+                        "resize_source": resize_source, "change_rule": change_rule},
+                       _Load(dtype, device, device_map, attn), seed, _fingerprint(model), plots, progress)
 
 
-def run_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organism", tasks: list[str] | None = None,
-                           n: int | None = None, data_root: str | None = None, layers: str | None = None,
-                           max_new_tokens: int = 80,
-                           batch_items: int | None = None, system: str | None = None, seed: int = 0,
-                           dtype: str = "float32", device: str | None = None, plots: bool = True,
-                           progress: bool = True, prompt_style: str | PromptStyle = "plain",
-                           device_map: str | None = None, attn: str = "sdpa",
-                           dataset_prompts: dict[str, str] | None = None) -> tuple[Any, Path, Path | None]:
-    """`localize reasoning` as a function: (ReasoningLocalization, path of localize_reasoning.json, figure or None).
+def run_localize_vision(model: str, out: str | Path, **kwargs: Any) -> tuple[Any, Path, Path | None]:
+    """`localize vision` as a function: (VisionLocalization, path of localize_vision.json, figure or None).
 
-    Prompts are rendered through `prompt_style` (as in evaluation); `system` overrides its system prompt."""
-    from frankenscope.loading import load_model
-    from frankenscope.probes.plots import plot_reasoning
-    from frankenscope.probes.skip import localize_reasoning, write_localize_reasoning
+    Arguments: model, out, pairs ("organism" or a jsonl file / folder), tasks, n (pairs per task), mode,
+    layers, engine, resize_source, max_new_tokens, change_rule, system, seed, dtype, device, attn, plots,
+    progress, prompt_style, device_map (`prepare_localize_vision`). Each pair's question is rendered through
+    `prompt_style` (as in evaluation); `system` overrides its system prompt. The style is recorded in the
+    result's settings."""
+    return run_probe(prepare_localize_vision(model, out, **kwargs))
+
+
+@dataclass
+class ReasoningProbe(ShardedProbe):
+    """`localize reasoning` prepared: the styled items, batched as `skip.skip_batches` batches them."""
+
+    kind: ClassVar[str] = "localize_reasoning"
+    model: str
+    out: Path
+    items: list[Item]  # prompts rendered through `style`
+    source: str
+    style: PromptStyle
+    depth: int
+    layers: list[int]
+    max_new_tokens: int
+    batch_items: int  # items per generate call (resolved)
+    load: _Load
+    seed: int
+    fingerprint: str | None
+    plots: bool = True
+    progress: bool = True
+
+    def batches(self) -> list[list[int]]:
+        from frankenscope.probes.skip import skip_batches
+
+        return skip_batches(self.items, self.batch_items)
+
+    def key(self) -> dict[str, Any]:
+        return {"model": self.model, "fingerprint": self.fingerprint, "source": self.source,
+                "style": self.style.to_dict(), "layers": self.layers, "max_new_tokens": self.max_new_tokens,
+                "batch_items": self.batch_items, "load": asdict(self.load), "seed": self.seed}
+
+    def item_key(self, index: int) -> Any:
+        return self.items[index].to_dict()
+
+    def compute(self, batches: list[list[int]]) -> tuple[list[Any], dict[str, Any]]:
+        from frankenscope.probes.skip import reasoning_records
+
+        loaded = self.load(self.model)
+        _check_depth(self.model, loaded, self.depth)
+        return reasoning_records(loaded.model, loaded.processor, loaded.adapter, self.items, layers=self.layers,
+                                 max_new_tokens=self.max_new_tokens, batch_items=self.batch_items, batches=batches,
+                                 system=self.style.system, progress=self.progress)
+
+    def finish(self, records: list[Any], settings: dict[str, Any], wall_s: float) -> tuple[Any, Path, Path | None]:
+        from frankenscope.probes.plots import plot_reasoning
+        from frankenscope.probes.skip import reasoning_result, write_localize_reasoning
+
+        result = reasoning_result(records, {**settings, "prompt_style": self.style.to_dict()}, self.seed, wall_s)
+        path = write_localize_reasoning(result, self.out, model_source=self.model,
+                                        model_fingerprint=self.fingerprint, data_source=self.source, seed=self.seed)
+        return result, path, plot_reasoning(path, self.out) if self.plots else None
+
+    def encode(self, record: Any) -> Any:
+        return asdict(record)
+
+    def decode(self, value: Any) -> Any:
+        from frankenscope.probes.skip import SkipRecord
+
+        return SkipRecord(**value)
+
+
+def prepare_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organism",
+                               tasks: list[str] | None = None, n: int | None = None, data_root: str | None = None,
+                               layers: str | None = None, max_new_tokens: int = 80, batch_items: int | None = None,
+                               system: str | None = None, seed: int = 0, dtype: str = "float32",
+                               device: str | None = None, plots: bool = True, progress: bool = True,
+                               prompt_style: str | PromptStyle = "plain", device_map: str | None = None,
+                               attn: str = "sdpa", dataset_prompts: dict[str, str] | None = None) -> ReasoningProbe:
+    """`localize reasoning` prepared (see `run_localize_reasoning` for the arguments); nothing is loaded yet (the
+    organism's items are written to OUT/suite)."""
+    from frankenscope.probes.skip import default_batch_items
 
     out = Path(out)
     _check_inputs([model], n, layers)
+    if batch_items is not None and batch_items < 1:
+        raise FrankenscopeError(f"batch_items must be >= 1, got {batch_items}")
     items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=REASONING_TASKS, n=n, seed=seed,
                                        data_root=data_root, prompts=dataset_prompts)
+    if not items:
+        raise FrankenscopeError("no items to run")
     style = probe_style(prompt_style, system)
-    loaded = load_model(model, dtype=dtype, device=device, device_map=device_map, attn_implementation=attn)
-    layer_list = layers_from_spec(layers, loaded.adapter.num_layers(loaded.model))
-    result = localize_reasoning(loaded.model, loaded.processor, loaded.adapter, _styled_items(items, style),
-                                layers=layer_list, max_new_tokens=max_new_tokens, batch_items=batch_items,
-                                system=style.system, seed=seed, progress=progress)
-    result.settings["prompt_style"] = style.to_dict()
-    path = write_localize_reasoning(result, out, model_source=model, model_fingerprint=_fingerprint(model),
-                                    data_source=source, seed=seed)
-    return result, path, plot_reasoning(path, out) if plots else None
+    depth = model_depth(model)
+    layer_list = layers_from_spec(layers, depth)
+    return ReasoningProbe(model, out, _styled_items(items, style), source, style, depth, layer_list, max_new_tokens,
+                          batch_items or default_batch_items(len(layer_list)), _Load(dtype, device, device_map, attn),
+                          seed, _fingerprint(model), plots, progress)
 
 
-def run_attention(models: dict[str, str], out: str | Path, *, dataset: str = "organism",
-                  tasks: list[str] | None = None, n: int | None = None, data_root: str | None = None,
-                  layers: str | None = None, max_new_tokens: int = 80, batch_size: int = 16, system: str | None = None,
-                  seed: int = 0, dtype: str = "float32", device: str | None = None, plots: bool = True,
-                  progress: bool = True, prompt_style: str | PromptStyle = "plain",
-                  device_map: str | None = None,
-                  dataset_prompts: dict[str, str] | None = None) -> tuple[Any, Path, Path | None]:
-    """`attention` as a function; models: label -> path, e.g. {"IN": ..., "RL": ...} (differences are to the
-    first). Returns (AttentionShift, path of attention.json, figure or None). Prompts are rendered through
-    `prompt_style` (one style for all models, so their attention is compared on the same text)."""
-    from frankenscope.loading import load_model
-    from frankenscope.probes.attention import attention_shift, write_attention
-    from frankenscope.probes.plots import plot_attention
+def run_localize_reasoning(model: str, out: str | Path, **kwargs: Any) -> tuple[Any, Path, Path | None]:
+    """`localize reasoning` as a function: (ReasoningLocalization, path of localize_reasoning.json, figure or None).
 
+    Arguments: model, out, dataset (`load_dataset_items`), tasks, n (items per task), data_root, layers,
+    max_new_tokens, batch_items, system, seed, dtype, device, plots, progress, prompt_style, device_map, attn,
+    dataset_prompts (`prepare_localize_reasoning`). Prompts are rendered through `prompt_style` (as in
+    evaluation); `system` overrides its system prompt."""
+    return run_probe(prepare_localize_reasoning(model, out, **kwargs))
+
+
+@dataclass
+class AttentionProbe(ShardedProbe):
+    """`attention` prepared: the styled items, batched in generation chunks of `batch_size` items with an
+    image (`attention.attention_batches`); every model runs on every shard. A record is one item's
+    {label: ItemAttention}."""
+
+    kind: ClassVar[str] = "attention"
+    models: dict[str, str]  # label -> path; differences are to the first
+    out: Path
+    items: list[Item]  # prompts rendered through `style`
+    source: str
+    style: PromptStyle
+    depth: int
+    layers: list[int]
+    max_new_tokens: int
+    batch_size: int
+    load: _Load
+    seed: int
+    fingerprints: dict[str, str | None] = field(default_factory=dict)
+    plots: bool = True
+    progress: bool = True
+
+    def batches(self) -> list[list[int]]:
+        from frankenscope.probes.attention import attention_batches
+
+        return attention_batches(self.items, self.batch_size)
+
+    def key(self) -> dict[str, Any]:
+        return {"models": self.models, "fingerprints": self.fingerprints, "source": self.source,
+                "style": self.style.to_dict(), "layers": self.layers, "max_new_tokens": self.max_new_tokens,
+                "batch_size": self.batch_size, "load": asdict(self.load), "seed": self.seed}
+
+    def item_key(self, index: int) -> Any:
+        return self.items[index].to_dict()
+
+    def compute(self, batches: list[list[int]]) -> tuple[list[Any], dict[str, Any]]:
+        from frankenscope.probes.attention import attention_records
+
+        loaded = {}
+        for k, (name, path) in enumerate(self.models.items()):
+            m = self.load(path)
+            if k == 0:  # the layers were resolved from its config; attention_records compares the others to it
+                _check_depth(path, m, self.depth)
+            loaded[name] = (m.model, m.processor, m.adapter)
+        items = [self.items[i] for i in sorted(i for b in batches for i in b)]
+        per_model, settings = attention_records(loaded, items, layers=self.layers, max_new_tokens=self.max_new_tokens,
+                                                batch_size=self.batch_size, system=self.style.system,
+                                                progress=self.progress)
+        return [{label: recs[k] for label, recs in per_model.items()} for k in range(len(items))], settings
+
+    def finish(self, records: list[Any], settings: dict[str, Any], wall_s: float) -> tuple[Any, Path, Path | None]:
+        from frankenscope.probes.attention import attention_result, write_attention
+        from frankenscope.probes.plots import plot_attention
+
+        per_model = {label: [r[label] for r in records] for label in self.models}
+        result = attention_result(per_model, {**settings, "prompt_style": self.style.to_dict()}, self.seed, wall_s)
+        path = write_attention(result, self.out, models={nm: {"source": p, "fingerprint": self.fingerprints[nm]}
+                                                         for nm, p in self.models.items()},
+                               data_source=self.source, seed=self.seed)
+        return result, path, plot_attention(path, self.out) if self.plots else None
+
+    def encode(self, record: Any) -> Any:
+        return {label: asdict(r) for label, r in record.items()}
+
+    def decode(self, value: Any) -> Any:
+        from frankenscope.probes.attention import ItemAttention
+
+        return {label: ItemAttention(**r) for label, r in value.items()}
+
+
+def prepare_attention(models: dict[str, str], out: str | Path, *, dataset: str = "organism",
+                      tasks: list[str] | None = None, n: int | None = None, data_root: str | None = None,
+                      layers: str | None = None, max_new_tokens: int = 80, batch_size: int = 16,
+                      system: str | None = None, seed: int = 0, dtype: str = "float32", device: str | None = None,
+                      plots: bool = True, progress: bool = True, prompt_style: str | PromptStyle = "plain",
+                      device_map: str | None = None, dataset_prompts: dict[str, str] | None = None) -> AttentionProbe:
+    """`attention` prepared (see `run_attention` for the arguments); nothing is loaded yet (the organism's items
+    are written to OUT/suite). The models load with eager attention (the probe needs the weights)."""
     out = Path(out)
     if not models:
         raise FrankenscopeError("no models given")
+    if batch_size < 1:
+        raise FrankenscopeError(f"batch_size must be >= 1, got {batch_size}")
     _check_inputs(list(models.values()), n, layers)
     items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=ATTENTION_TASKS, n=n, seed=seed,
                                        data_root=data_root, prompts=dataset_prompts)
     style = probe_style(prompt_style, system)
-    items = _styled_items(items, style)
-    loaded = {}
-    for name, path in models.items():
-        m = load_model(path, dtype=dtype, device=device, device_map=device_map, attn_implementation="eager")
-        loaded[name] = (m.model, m.processor, m.adapter)
-    model0, _, adapter0 = next(iter(loaded.values()))
-    result = attention_shift(loaded, items, layers=layers_from_spec(layers, adapter0.num_layers(model0)),
-                             max_new_tokens=max_new_tokens, batch_size=batch_size, system=style.system, seed=seed,
-                             progress=progress)
-    result.settings["prompt_style"] = style.to_dict()
-    path = write_attention(result, out, models={nm: {"source": p, "fingerprint": _fingerprint(p)}
-                                                for nm, p in models.items()}, data_source=source, seed=seed)
-    return result, path, plot_attention(path, out) if plots else None
+    depth = model_depth(next(iter(models.values())))
+    return AttentionProbe(dict(models), out, _styled_items(items, style), source, style, depth,
+                          layers_from_spec(layers, depth), max_new_tokens, batch_size,
+                          _Load(dtype, device, device_map, "eager"), seed,
+                          {nm: _fingerprint(p) for nm, p in models.items()}, plots, progress)
+
+
+def run_attention(models: dict[str, str], out: str | Path, **kwargs: Any) -> tuple[Any, Path, Path | None]:
+    """`attention` as a function; models: label -> path, e.g. {"IN": ..., "RL": ...} (differences are to the
+    first). Returns (AttentionShift, path of attention.json, figure or None).
+
+    Arguments: models, out, dataset (`load_dataset_items`), tasks, n (items per task), data_root, layers,
+    max_new_tokens, batch_size (items per generation batch), system, seed, dtype, device, plots, progress,
+    prompt_style, device_map, dataset_prompts (`prepare_attention`). Prompts are rendered through
+    `prompt_style` (one style for all models, so their attention is compared on the same text)."""
+    return run_probe(prepare_attention(models, out, **kwargs))

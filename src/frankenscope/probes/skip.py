@@ -125,32 +125,61 @@ def summarize_skip(records: Sequence[SkipRecord], layers: Sequence[int], seed: i
     return out
 
 
+def default_batch_items(n_skipped: int) -> int:
+    """Items per generate call when none is given: a batch near 32 rows of 1 + `n_skipped` rows per item."""
+    return max(1, 32 // (1 + n_skipped))
+
+
+def skip_batches(items: Sequence[Item], batch_items: int) -> list[list[int]]:
+    """The generate calls of a run over `items`, as item indices in run order: the items with an image first,
+    then the text-only ones (a batch must be one or the other), each in item order, `batch_items` per batch."""
+    batches: list[list[int]] = []
+    for group in ([i for i, it in enumerate(items) if it.image is not None],
+                  [i for i, it in enumerate(items) if it.image is None]):
+        batches += [group[s:s + batch_items] for s in range(0, len(group), batch_items)]
+    return batches
+
+
 def localize_reasoning(model: nn.Module, processor: Any, adapter: VLMAdapter, items: Sequence[Item], *,
                        layers: Sequence[int] | None = None, max_new_tokens: int = 80, batch_items: int | None = None,
                        system: str | None = None, seed: int = 0, progress: bool = True) -> ReasoningLocalization:
-    """Error rate per skipped layer (Fig. 4b) over `items`, graded with `evaluate.extract.grade`.
+    """Error rate per skipped layer (Fig. 4b) over `items`, graded with `evaluate.extract.grade`:
+    `reasoning_records` over every item, then `summarize_skip`.
 
     batch_items: items per generate call (each contributes 1 + len(layers) rows); default keeps a batch
     near 32 rows. `seed` only seeds the bootstrap CIs.
+    """
+    t0 = time.time()
+    records, settings = reasoning_records(model, processor, adapter, items, layers=layers,
+                                          max_new_tokens=max_new_tokens, batch_items=batch_items, system=system,
+                                          progress=progress)
+    return reasoning_result(records, settings, seed, round(time.time() - t0, 3))
+
+
+def reasoning_records(model: nn.Module, processor: Any, adapter: VLMAdapter, items: Sequence[Item], *,
+                      layers: Sequence[int] | None = None, max_new_tokens: int = 80, batch_items: int | None = None,
+                      batches: Sequence[Sequence[int]] | None = None, system: str | None = None,
+                      progress: bool = True) -> tuple[list[SkipRecord], dict[str, Any]]:
+    """(records, the run's settings) of layer skipping on `items`.
+
+    batches: the generate calls to make, as indices into `items` (default: `skip_batches` of every item with
+    `batch_items` per batch). Records come back for the items in `batches`, in item order; a run given some of
+    the default batches decodes exactly those batches, so its records are the full run's for those items.
     """
     if not items:
         raise FrankenscopeError("no items to run")
     n_layers = adapter.num_layers(model)
     layer_list = check_layers(layers, n_layers, "skip")
-    width = 1 + len(layer_list)
-    per_batch = batch_items or max(1, 32 // width)
-    t0 = time.time()
-    batches = []
-    for group in ([i for i, it in enumerate(items) if it.image is not None],
-                  [i for i, it in enumerate(items) if it.image is None]):
-        batches += [group[s:s + per_batch] for s in range(0, len(group), per_batch)]
+    per_batch = batch_items or default_batch_items(len(layer_list))
+    planned = [list(b) for b in batches] if batches is not None else skip_batches(items, per_batch)
     responses: dict[int, list[str]] = {}
-    for batch in tqdm(batches, desc="layer skip", unit="batch", disable=not progress):
+    for batch in tqdm(planned, desc="layer skip", unit="batch", disable=not progress):
         outs = skip_generate(model, processor, adapter, [items[i] for i in batch], layer_list,
                              max_new_tokens=max_new_tokens, system=system)
         responses.update(zip(batch, outs, strict=True))
     records = []
-    for i, it in enumerate(items):
+    for i in sorted(responses):
+        it = items[i]
         base, *rest = responses[i]
         records.append(SkipRecord(id=it.id, task=it.task, answer=it.answer, answer_type=it.answer_type,
                                   baseline=base, baseline_correct=grade(base, it), responses=rest,
@@ -159,8 +188,15 @@ def localize_reasoning(model: nn.Module, processor: Any, adapter: VLMAdapter, it
                 "batch_items": per_batch, "system": system, "skip": "decoder layer returns its input",
                 "decoding": "greedy, repetition_penalty 1.0",
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
-    return ReasoningLocalization(layers=layer_list, settings=settings, tasks=summarize_skip(records, layer_list, seed),
-                                 records=records, wall_s=round(time.time() - t0, 3))
+    return records, settings
+
+
+def reasoning_result(records: Sequence[SkipRecord], settings: dict[str, Any], seed: int, wall_s: float
+                     ) -> ReasoningLocalization:
+    """The localization of `records` (every item, in item order) run with `settings` (`reasoning_records`)."""
+    layers = list(settings["layers"])
+    return ReasoningLocalization(layers=layers, settings=settings, tasks=summarize_skip(records, layers, seed),
+                                 records=list(records), wall_s=wall_s)
 
 
 def write_localize_reasoning(result: ReasoningLocalization, out_dir: str | Path, *, model_source: str,

@@ -62,7 +62,8 @@ __all__ = [
     "PairSweep", "ProbeInput", "PromptVariants", "VisionLocalization", "answers_differ", "decode_text",
     "encode_pair", "eos_token_ids", "fast_prompt_variants", "file_probe_inputs", "greedy_decode",
     "localize_vision", "naive_prompt_variants", "normalize_answer", "resolve_engine", "scale_box",
-    "score_pair", "seen_scale", "summarize_vision", "sweep_pair", "write_localize_vision",
+    "score_pair", "seen_scale", "summarize_vision", "sweep_pair", "vision_records", "vision_result",
+    "write_localize_vision",
 ]
 
 ENGINES = ("fast", "naive")
@@ -356,9 +357,24 @@ def localize_vision(model: nn.Module, processor: Any, adapter: VLMAdapter, input
                     on_pair: Callable[[PairRecord], None] | None = None) -> VisionLocalization:
     """Visual-token swapping over probe pairs (Eq. 2 and more): see the module docstring for the semantics.
 
-    Every pair is encoded and checked first (a pair with mismatched token grids fails before any model
-    work, naming the pair). `seed` only seeds the bootstrap CIs; decoding is greedy.
+    `vision_records` over every pair, then `summarize_vision`. `seed` only seeds the bootstrap CIs; decoding
+    is greedy.
     """
+    t0 = time.time()
+    records, settings = vision_records(model, processor, adapter, inputs, layers=layers, mode=mode, engine=engine,
+                                       max_new_tokens=max_new_tokens, resize_source=resize_source,
+                                       change_rule=change_rule, system=system, progress=progress, on_pair=on_pair)
+    return vision_result(records, settings, seed, round(time.time() - t0, 3))
+
+
+def vision_records(model: nn.Module, processor: Any, adapter: VLMAdapter, inputs: Sequence[ProbeInput], *,
+                   layers: Sequence[int] | None = None, mode: str = "cumulative", engine: str = "fast",
+                   max_new_tokens: int = 24, resize_source: bool = False, change_rule: str = "exact",
+                   system: str | None = None, progress: bool = True,
+                   on_pair: Callable[[PairRecord], None] | None = None) -> tuple[list[PairRecord], dict[str, Any]]:
+    """(one record per pair, in input order; the run's settings): each pair is encoded (a pair with mismatched
+    token grids fails, naming it), swept and scored on its own, so the records of any subset of the pairs are
+    the records a run over all of them gives for that subset."""
     if not inputs:
         raise FrankenscopeError("no probe pairs to run")
     if change_rule not in CHANGE_RULES:
@@ -369,7 +385,6 @@ def localize_vision(model: nn.Module, processor: Any, adapter: VLMAdapter, input
     engine, note = resolve_engine(adapter, engine)
     if note:
         warnings.warn(note, stacklevel=2)
-    t0 = time.time()
     records = []
     for inp in tqdm(inputs, desc=f"swap sweep ({engine}, {mode})", unit="pair", disable=not progress):
         img_t, img_s = inp.images()
@@ -387,8 +402,15 @@ def localize_vision(model: nn.Module, processor: Any, adapter: VLMAdapter, input
                 "system": system, "decoding": "greedy, swap in the prompt pass only",
                 "attn_implementation": getattr(model.config, "_attn_implementation", None),
                 "dtype": str(next(model.parameters()).dtype).removeprefix("torch.")}
-    return VisionLocalization(layers=layer_list, settings=settings, tasks=summarize_vision(records, layer_list, seed),
-                              records=records, wall_s=round(time.time() - t0, 3))
+    return records, settings
+
+
+def vision_result(records: Sequence[PairRecord], settings: dict[str, Any], seed: int, wall_s: float
+                  ) -> VisionLocalization:
+    """The localization of `records` (every pair, in input order) swept with `settings` (`vision_records`)."""
+    layers = list(settings["layers"])
+    return VisionLocalization(layers=layers, settings=settings, tasks=summarize_vision(records, layers, seed),
+                              records=list(records), wall_s=wall_s)
 
 
 def write_localize_vision(result: VisionLocalization, out_dir: str | Path, *, model_source: str,

@@ -123,6 +123,9 @@ class ExecutorSettings(_Strict):
     with `num_cpus` CPUs. gpus_per_model: GPUs a task reserves per model it loads; None derives it from
     the placement (0 on the CPU) and the weights' size in `dtype` against `gpu_memory_gb`.
     shard_items: responses per evaluation shard (rounded up to whole generation chunks).
+    probe_shard_items: items (swap pairs) per probe shard: each probe of localize-vision, localize-reasoning and
+    attention runs as one Ray task per shard of this many consecutive items, never splitting a batch of the
+    probe's own (probes/shards.py); the local executor runs each probe whole.
     max_retries: how often Ray reruns a task whose worker died.
     """
 
@@ -132,6 +135,7 @@ class ExecutorSettings(_Strict):
     gpus_per_model: float | None = Field(None, ge=0)
     gpu_memory_gb: float = Field(80.0, gt=0)
     shard_items: int = Field(256, ge=1)
+    probe_shard_items: int = Field(64, ge=1)
     max_retries: int = Field(3, ge=0)
 
 

@@ -14,7 +14,10 @@ Ray (imported only by the Ray executor; `pip install 'frankenscope[ray]'`):
   as a local run), one task per shard generates into its own record file, and when every shard the unit
   needs is done the driver merges the records into the study's response cache and runs the unit itself in
   the driver, where every response is now a cache hit (grading, metrics and figures only).
-- A unit with `parts` (a probe per model) runs one task per part; the driver combines them.
+- A unit with `parts` (a probe unit) plans its parts in the driver when it starts (one per probe and shard of
+  `executor.probe_shard_items` items: consecutive whole batches of the probe's own run) and runs one task per
+  part, each writing its records to its own shard file; when all are done the driver combines them (merges
+  each probe's records in item order and writes exactly the files a local run writes; probes/shards.py).
 - Any other unit is one task.
 Independent tasks run at once, as far as the cluster's CPUs and GPUs allow: each task reserves one CPU and
 `models x gpus_per_model` GPUs (`task_gpus`). A task whose worker dies is retried by Ray (`max_retries`); a
@@ -230,9 +233,15 @@ class _RayRun:
             if u.requests is not None:
                 self.eval_order.append(job)
                 self._submit(_call, (u.requests, str(job.folder), True), self._gpus(u.models), "requests", job)
-            elif u.parts:
-                self.parts_left[u.name] = set(u.parts)
-                for name, part in u.parts.items():
+            elif u.parts is not None:
+                parts = u.parts(job.folder)
+                self.log(f"[{u.name}] {len(parts)} part task(s)")
+                if not parts:  # e.g. no probe models: nothing to run, the unit's own result only
+                    u.combine(job.folder, {})
+                    self.finish(job)
+                    continue
+                self.parts_left[u.name] = set(parts)
+                for name, part in parts.items():
                     self._submit(_call, (part, str(job.folder), True), self._gpus(u.models), "part", job, name)
             else:
                 self._submit(_call, (u.run, str(job.folder), False), self._gpus(u.models), "unit", job)
@@ -249,6 +258,8 @@ class _RayRun:
         self.finish(job)
 
     def _on_part(self, job: UnitJob, name: str, value: Any) -> None:
+        if isinstance(value, dict) and value.get("reused"):
+            self.log(f"[{job.unit.name} part {name}] its records, written before a retry, were kept")
         job.results[name] = value
         left = self.parts_left[job.unit.name]
         left.discard(name)

@@ -19,8 +19,10 @@ Time model (all per GPU):
 - attention: the IN and RL responses (HF, probe batch 16) plus one teacher-forced eager pass per item and
   model (`eager_pass_s`).
 - diff and merges stream weights on the CPU (no GPU time; listed with their bytes).
-Wall-clock on N GPUs schedules the indivisible tasks (evaluation shards of `executor.shard_items`, one probe
-per model, the attention unit on two models' GPUs) longest first onto N GPUs.
+Wall-clock on N GPUs schedules the indivisible tasks (evaluation shards of `executor.shard_items`; probe shards
+of `executor.probe_shard_items` items per probed model, whole batches of the probe's own: one item per layer-
+skip batch of 29 rows on 28 layers, 16 attention items, one swap pair; the attention shards on two models'
+GPUs) longest first onto N GPUs. A probe shard's load of its model is not counted.
 """
 
 from __future__ import annotations
@@ -231,6 +233,13 @@ def _eval_unit(cfg: StudyConfig, name: str, labels: list[str], params: float, im
                     tokens=per_model * len(labels) * mean_tokens(ev.max_new_tokens), tasks=tasks)
 
 
+def probe_shard_sizes(n: int, shard_items: int, batch: int) -> list[int]:
+    """Items per shard of a probe over n items in batches of `batch` (`probes.shards.plan_probe_shards`: whole
+    batches, at most `shard_items` items unless one batch is larger)."""
+    size = max(batch, shard_items // batch * batch)
+    return [min(size, n - s) for s in range(0, n, size)]
+
+
 def _probe_units(cfg: StudyConfig, layers: int, params: float, image_tokens: int) -> list[UnitPlan]:
     pr, tp = cfg.probes, THROUGHPUTS
     step = tp["hf_decode_step_s"].value * _scale(params)
@@ -245,17 +254,25 @@ def _probe_units(cfg: StudyConfig, layers: int, params: float, image_tokens: int
     skip_s = n_reason * (skip_tokens * step + (TEXT_PROMPT_TOKENS * (layers + 1)) / tp["hf_prefill_tok_s"].value)
     att_gen = 2 * generation_seconds(n_att, True, pr.attention_max_new_tokens, 16, "hf", params, image_tokens)
     att_s = att_gen + 2 * n_att * tp["eager_pass_s"].value * _scale(params)
+    shard = max(1, cfg.executor.probe_shard_items)
+    skip_batch = max(1, 32 // (layers + 1))  # skip.default_batch_items
+    att_shards = probe_shard_sizes(n_att, shard, 16)
+    swap_shards = probe_shard_sizes(n_pairs, shard, 1)
+    skip_shards = probe_shard_sizes(n_reason, shard, skip_batch)
     return [
         UnitPlan("attention", 2, f"{n_att} items x 2 models (IN, RL): generate + 1 eager pass",
                  generations=2 * n_att, tokens=2 * n_att * mean_tokens(pr.attention_max_new_tokens),
-                 passes=2 * n_att, tasks=[Task("attention", att_s / 2, gpus=2)]),
+                 passes=2 * n_att, tasks=[Task(f"attention:{i}", att_s / 2 * k / n_att, gpus=2)
+                                          for i, k in enumerate(att_shards)]),
         UnitPlan("localize-vision", models, f"{n_pairs} pairs x {layers} layers x {models} models ({pr.swap_mode})",
                  tokens=n_pairs * layers * models * pr.max_new_tokens, passes=n_pairs * layers * models,
-                 tasks=[Task(f"localize-vision:{m}", swap_s) for m in pr.models]),
+                 tasks=[Task(f"localize-vision:{m}:{i}", swap_s * k / n_pairs) for m in pr.models
+                        for i, k in enumerate(swap_shards)]),
         UnitPlan("localize-reasoning", models, f"{n_reason} items x ({layers} layers + baseline) x {models} models",
                  tokens=int(n_reason * (layers + 1) * models * mean_tokens(pr.skip_max_new_tokens)),
-                 passes=n_reason * (layers + 1) * models, tasks=[Task(f"localize-reasoning:{m}", skip_s)
-                                                                 for m in pr.models]),
+                 passes=n_reason * (layers + 1) * models,
+                 tasks=[Task(f"localize-reasoning:{m}:{i}", skip_s * k / n_reason) for m in pr.models
+                        for i, k in enumerate(skip_shards)]),
     ]
 
 

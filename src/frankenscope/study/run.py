@@ -55,8 +55,9 @@ class Unit:
     The optional fields let an executor split the unit (study/executors.py); `run` alone always does all of it.
     requests(folder): the generations `run` will ask its response cache for (doing any preparation they need,
         e.g. merging the hybrids); once they are in the cache, `run` generates nothing.
-    parts / combine: independent pieces (name -> part(folder) returning a JSON-able value) and
-        combine(folder, {name: value}), together equal to `run`.
+    parts / combine: parts(folder) plans independent pieces when the unit starts (name -> part(folder) returning
+        a JSON-able value; a probe unit: one per probe shard) and combine(folder, {name: value}) finishes the
+        unit from them; together they equal `run`.
     models: models one task of this unit holds at once (GPUs are reserved per model; 0: CPU work only).
     """
 
@@ -64,7 +65,7 @@ class Unit:
     result: str
     run: Callable[[Path], Any]
     requests: Callable[[Path], list[Any]] | None = None
-    parts: dict[str, Callable[[Path], Any]] | None = None
+    parts: Callable[[Path], dict[str, Callable[[Path], Any]]] | None = None
     combine: Callable[[Path, dict[str, Any]], Any] | None = None
     models: int = 1
 

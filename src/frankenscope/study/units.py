@@ -79,12 +79,13 @@ class UnitContext:
 class Work:
     """What a unit builder returns: `run(folder)` does all of the unit. The optional pieces let an executor
     split it (study/executors.py): requests(folder), the generations `run` will ask its response cache for
-    (once they are cached, `run` generates nothing); parts (name -> part(folder) returning a JSON-able value)
-    and combine(folder, {name: value}), together equal to `run`."""
+    (once they are cached, `run` generates nothing); parts(folder), planned when the unit starts (name ->
+    part(folder) returning a JSON-able value; the probes: one per probe shard), and combine(folder, {name:
+    value}), together equal to `run`."""
 
     run: UnitRun
     requests: Callable[[Path], list[Any]] | None = None
-    parts: dict[str, UnitRun] | None = None
+    parts: Callable[[Path], dict[str, UnitRun]] | None = None
     combine: Callable[[Path, dict[str, Any]], Any] | None = None
 
 
@@ -120,59 +121,84 @@ def _probe_common(ctx: UnitContext) -> dict[str, Any]:
                 progress=ctx.progress)
 
 
-def _per_model(ctx: UnitContext, kind: str, run: Callable[[str, Path], Path]) -> Work:
-    """Run a probe on each configured probe model into folder/<model>/ (one part each), then write
-    folder/summary.json."""
-    models = ctx.cfg.probes.models
-    parts: dict[str, UnitRun] = {m: (lambda folder, m=m: str(run(m, folder / m))) for m in models}
+def _probe_work(ctx: UnitContext, probes: Callable[[Path], dict[str, Any]],
+                write: Callable[[Path, dict[str, str]], Any] | None = None) -> Work:
+    """A probe unit. `probes(folder)` prepares its probes (name -> `probes.shards.ShardedProbe`); `write(folder,
+    {name: result file})` writes the unit's own result once every probe is finished (None: the probe's result
+    file is the unit's). Run whole, each probe is one shard (`run_probe`); split for an executor, the parts are
+    one per probe and shard of `executor.probe_shard_items` items (planned when the unit starts), and combine
+    merges each probe's shard files into the result the whole run writes (probes/shards.py)."""
+    from frankenscope.probes.shards import combine_probe_shards, plan_probe_shards, run_probe, run_probe_shard
+
+    shard_items = ctx.cfg.executor.probe_shard_items
+
+    def finish(folder: Path, paths: dict[str, str]) -> Any:
+        return write(folder, paths) if write is not None else paths
+
+    def run(folder: Path) -> Any:
+        return finish(folder, {name: str(run_probe(p)[1]) for name, p in probes(folder).items()})
+
+    def parts(folder: Path) -> dict[str, UnitRun]:
+        return {f"{name}/{sh.index:04d}": (lambda _folder, p=p, sh=sh: run_probe_shard(p, sh))
+                for name, p in probes(folder).items() for sh in plan_probe_shards(p.batches(), shard_items)}
 
     def combine(folder: Path, done: dict[str, Any]) -> Any:
-        return write_json_atomic(folder / "summary.json", {"kind": kind, "models": {m: done[m] for m in models}})
+        return finish(folder, {name: str(combine_probe_shards(p, shard_items)[1])
+                               for name, p in probes(folder).items()})
 
-    return Work(lambda folder: combine(folder, {m: part(folder) for m, part in parts.items()}), parts=parts,
-                combine=combine)
+    return Work(run, parts=parts, combine=combine)
 
 
-def attention_unit(ctx: UnitContext) -> UnitRun:
-    """Attention to the image, IN vs RL (Fig. 3)."""
-    from frankenscope.probes.run import run_attention
+def _per_model(ctx: UnitContext, kind: str, prepare: Callable[[str, Path], Any]) -> Work:
+    """A probe on each configured probe model into folder/<model>/, then folder/summary.json naming each
+    model's result file."""
+    models = ctx.cfg.probes.models
+
+    def write(folder: Path, paths: dict[str, str]) -> Any:
+        return write_json_atomic(folder / "summary.json", {"kind": kind, "models": {m: paths[m] for m in models}})
+
+    return _probe_work(ctx, lambda folder: {m: prepare(m, folder / m) for m in models}, write)
+
+
+def attention_unit(ctx: UnitContext) -> Work:
+    """Attention to the image, IN vs RL (Fig. 3): one probe holding both models."""
+    from frankenscope.probes.run import prepare_attention
 
     cfg, pr = ctx.cfg, ctx.cfg.probes
 
-    def run(folder: Path) -> Any:
-        return run_attention({"IN": ctx.paths["in"], "RL": ctx.paths["rl"]}, folder,
-                             dataset=pr.attention_dataset or "organism", data_root=pr.data or cfg.evaluation.data,
-                             layers=pr.layers, max_new_tokens=pr.attention_max_new_tokens,
-                             prompt_style=ctx.styles["rl"], dataset_prompts=cfg.evaluation.dataset_prompts(),
-                             **_probe_common(ctx))
-    return run
+    def probe(folder: Path) -> dict[str, Any]:
+        return {"attention": prepare_attention(
+            {"IN": ctx.paths["in"], "RL": ctx.paths["rl"]}, folder, dataset=pr.attention_dataset or "organism",
+            data_root=pr.data or cfg.evaluation.data, layers=pr.layers, max_new_tokens=pr.attention_max_new_tokens,
+            prompt_style=ctx.styles["rl"], dataset_prompts=cfg.evaluation.dataset_prompts(), **_probe_common(ctx))}
+    return _probe_work(ctx, probe)
 
 
 def localize_vision_unit(ctx: UnitContext) -> Work:
     """Visual-token swapping per probe model (Fig. 4a)."""
-    from frankenscope.probes.run import run_localize_vision
+    from frankenscope.probes.run import prepare_localize_vision
 
     cfg, pr = ctx.cfg, ctx.cfg.probes
 
-    def vision(m: str, folder: Path) -> Path:
-        return run_localize_vision(ctx.paths[m], folder, pairs=pr.pairs or "organism", mode=pr.swap_mode,
-                                   layers=pr.layers, max_new_tokens=pr.max_new_tokens, prompt_style=ctx.styles[m],
-                                   attn=cfg.attn_implementation, **_probe_common(ctx))[1]
+    def vision(m: str, folder: Path) -> Any:
+        return prepare_localize_vision(ctx.paths[m], folder, pairs=pr.pairs or "organism", mode=pr.swap_mode,
+                                       layers=pr.layers, max_new_tokens=pr.max_new_tokens, prompt_style=ctx.styles[m],
+                                       attn=cfg.attn_implementation, **_probe_common(ctx))
     return _per_model(ctx, "localize-vision", vision)
 
 
 def localize_reasoning_unit(ctx: UnitContext) -> Work:
     """Layer skipping per probe model (Fig. 4b)."""
-    from frankenscope.probes.run import run_localize_reasoning
+    from frankenscope.probes.run import prepare_localize_reasoning
 
     cfg, pr = ctx.cfg, ctx.cfg.probes
 
-    def reasoning(m: str, folder: Path) -> Path:
-        return run_localize_reasoning(ctx.paths[m], folder, dataset=pr.reasoning_dataset or "organism",
-                                      data_root=pr.data or cfg.evaluation.data, layers=pr.layers,
-                                      max_new_tokens=pr.skip_max_new_tokens, prompt_style=ctx.styles[m],
-                                      attn=cfg.attn_implementation,
-                                      dataset_prompts=cfg.evaluation.dataset_prompts(), **_probe_common(ctx))[1]
+    def reasoning(m: str, folder: Path) -> Any:
+        return prepare_localize_reasoning(ctx.paths[m], folder, dataset=pr.reasoning_dataset or "organism",
+                                          data_root=pr.data or cfg.evaluation.data, layers=pr.layers,
+                                          max_new_tokens=pr.skip_max_new_tokens, prompt_style=ctx.styles[m],
+                                          attn=cfg.attn_implementation,
+                                          dataset_prompts=cfg.evaluation.dataset_prompts(), **_probe_common(ctx))
     return _per_model(ctx, "localize-reasoning", reasoning)
 
 
