@@ -107,7 +107,7 @@ def parse_batch_size(value: int | str) -> int | str:
     return n
 
 
-def _vllm_dtype(dtype: str) -> str:
+def vllm_dtype(dtype: str) -> str:
     """frankenscope's dtype names in vLLM's spelling."""
     return {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype)
 
@@ -144,7 +144,7 @@ class VLLMGenerator:
         v = spec.vllm_settings()
         engine_kwargs = {"model": spec.model, "tensor_parallel_size": v["tensor_parallel_size"],
                          "gpu_memory_utilization": v["gpu_memory_utilization"],
-                         "enable_prefix_caching": v["enable_prefix_caching"], "dtype": _vllm_dtype(spec.dtype),
+                         "enable_prefix_caching": v["enable_prefix_caching"], "dtype": vllm_dtype(spec.dtype),
                          "limit_mm_per_prompt": {"image": 1}, "seed": 0}
         if v["max_model_len"] is not None:
             engine_kwargs["max_model_len"] = v["max_model_len"]

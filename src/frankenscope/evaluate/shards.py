@@ -136,7 +136,7 @@ def _torn(path: Path) -> bool:
         return f.read(1) != b"\n"
 
 
-def _append_batch(path: Path, pairs: list[tuple[str, str]]) -> None:
+def append_batch(path: Path, pairs: list[tuple[str, str]]) -> None:
     """Append one batch as one line, durably (flush + fsync) before the next batch starts; a torn last line
     left by a killed writer is closed first, so it cannot swallow this one."""
     torn = _torn(path)
@@ -166,7 +166,7 @@ def run_shard(shard: Shard, records: str | Path, generator: Any = None) -> dict[
         if len(responses) != len(batch):
             raise FrankenscopeError(f"generator returned {len(responses)} responses for {len(batch)} items")
         pairs = [(k, r) for (k, _), r in zip(batch, responses, strict=True)]
-        _append_batch(path, pairs)
+        append_batch(path, pairs)
         done.update(pairs)
         generated += len(batch)
         fault_point("shard:batch")

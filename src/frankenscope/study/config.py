@@ -127,6 +127,8 @@ class ExecutorSettings(_Strict):
     attention runs as one Ray task per shard of this many consecutive items, never splitting a batch of the
     probe's own (probes/shards.py); the local executor runs each probe whole.
     max_retries: how often Ray reruns a task whose worker died.
+    vllm_pipeline: with the vllm backend, "shards" (one vLLM engine per shard task) or "ray-data" (the shards
+        of one model through one Ray Data LLM pipeline of engine replicas; evaluate/ray_data.py).
     """
 
     kind: Literal["local", "ray"] = "local"
@@ -137,6 +139,7 @@ class ExecutorSettings(_Strict):
     shard_items: int = Field(256, ge=1)
     probe_shard_items: int = Field(64, ge=1)
     max_retries: int = Field(3, ge=0)
+    vllm_pipeline: Literal["shards", "ray-data"] = "shards"
 
 
 class StudyConfig(_Strict):

@@ -144,6 +144,13 @@ def _shard(shard: Any, records: str) -> dict[str, int]:
     return run_shard(shard, records)
 
 
+def _pipeline(shards: list[Any], records_dir: str, concurrency: int) -> dict[str, int]:
+    """The shards of one model through one Ray Data vLLM pipeline (`evaluate.ray_data.run_pipeline`)."""
+    from frankenscope.evaluate.ray_data import run_pipeline
+
+    return run_pipeline(shards, records_dir, concurrency=concurrency)
+
+
 # --------------------------------------------------------------------------- the Ray executor
 
 
@@ -285,15 +292,35 @@ class _RayRun:
             with ResponseCache(self.out / "cache.sqlite") as cache:
                 cached = set(cache.get_many("generate", keys))
             shards = plan_shards(reqs, cached, self.owner, shard_items=self.cfg.executor.shard_items)
-            for sh in shards:
-                self.shards_left.add(sh.id)
-                self._submit(_shard, (sh, str(self.out / SHARDS_DIR / f"{sh.id}.jsonl")), self._shard_gpus(),
-                             "shard", None, sh.id)
+            self.shards_left.update(sh.id for sh in shards)
+            if self.cfg.evaluation.backend == "vllm" and self.cfg.executor.vllm_pipeline == "ray-data":
+                self._submit_pipelines(shards)
+            else:
+                for sh in shards:
+                    self._submit(_shard, (sh, str(self.out / SHARDS_DIR / f"{sh.id}.jsonl")), self._shard_gpus(),
+                                 "shard", None, sh.id)
             self.waiting[job.unit.name] = {self.owner[k] for k in keys if k in self.owner} & self.shards_left
             self.log(f"[{job.unit.name}] {sum(sh.n_items for sh in shards)} responses to generate in {len(shards)} "
                      f"shard(s), {len(set(keys) & cached)} cached")
             self.waiting_jobs[job.unit.name] = job
             self._finalize_ready()
+
+    def _submit_pipelines(self, shards: list[Any]) -> None:
+        """One Ray Data pipeline task per model (the task itself needs no GPU: the pipeline's engine replicas
+        reserve theirs, as many replicas as the cluster's GPUs hold engines of tensor_parallel_size)."""
+        tp = self.cfg.evaluation.vllm.tensor_parallel_size
+        replicas = max(1, int(self.ray.cluster_resources().get("GPU", 0) // tp))
+        by_spec: dict[str, list[Any]] = {}
+        for sh in shards:
+            by_spec.setdefault(repr(sh.spec), []).append(sh)
+        for group in by_spec.values():
+            ids = ",".join(sh.id for sh in group)
+            self._submit(_pipeline, (group, str(self.out / SHARDS_DIR), replicas), 0.0, "pipeline", None, ids)
+
+    def _on_pipeline(self, job: UnitJob | None, name: str, value: Any) -> None:
+        """A pipeline's shards are merged like shard tasks' (its records are in the same files)."""
+        for shard_id in name.split(","):
+            self._on_shard(None, shard_id, {"reused": 0})
 
     def _on_shard(self, job: UnitJob | None, name: str, value: Any) -> None:
         from frankenscope.evaluate.cache import ResponseCache
