@@ -1,7 +1,8 @@
 """The study's units: one builder per registered analysis (`frankenscope.analyses.ANALYSES` names them).
 
-A builder takes the study's `UnitContext` and returns the unit's `run(folder)` (which must write the
-analysis's result file in `folder`, atomically), or None when the analysis is not part of this study.
+A builder takes the study's `UnitContext` and returns the unit's `Work` (its `run(folder)`, which must write
+the analysis's result file in `folder` atomically, and the pieces an executor may split it into) or just that
+run function, or None when the analysis is not part of this study.
 Every builder calls the application layer (`evaluate.run`, `probes.run`, `weights`, `validate`); the
 runner (`study.run`) decides when a unit runs.
 """
