@@ -262,3 +262,41 @@ def test_batch_size_auto_is_parsed_checked_and_kept_off_the_ray_executor(tmp_pat
     ray_cfg = StudyConfig.model_validate({**cfg.model_dump(by_alias=True), "executor": {"kind": "ray"}})
     with pytest.raises(FrankenscopeError, match="evaluation.batch_size: auto"):
         check_executor(ray_cfg)
+
+
+def test_probe_batches_from_free_gpu_memory_before_the_models_load(tmp_path, monkeypatch):
+    """`batch_for_free_memory`: free = the device's free memory - the models' weights in `dtype`; items =
+    floor(0.8 x free / (rows per item x KV row bytes)); the default on the CPU."""
+    import torch
+    from safetensors.torch import save_file
+
+    from frankenscope.evaluate.backends import batch_for_free_memory, kv_bytes_per_row
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"text_config": {"num_hidden_layers": 2, "num_attention_heads": 4,
+                                                                    "num_key_value_heads": 2, "hidden_size": 64}}))
+    save_file({"w": torch.zeros(1000)}, folder / "model.safetensors")
+    kw = dict(rows_per_item=3, max_new_tokens=10, dtype="bfloat16", device_map=None, default=7)
+    assert batch_for_free_memory([str(folder)], device="cpu", **kw) == 7
+    assert batch_for_free_memory(["org/hub-id"], device="cuda:0", **kw) == 7
+    seen = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev: (seen.append(str(dev)) or 10_000_000, 80_000_000))
+    row = kv_bytes_per_row(layers=2, kv_heads=2, head_dim=16, tokens=2048 + 10, dtype_bytes=2)
+    want = int((10_000_000 - 2 * 2000) * 0.8 // (3 * row))  # two models of 1000 bf16 parameters each
+    assert batch_for_free_memory([str(folder), str(folder)], device="cuda:1", **kw) == want == 5
+    assert seen == ["cuda:1"]
+
+
+def test_probe_batch_options_accept_auto_and_name_bad_values(tmp_path):
+    from frankenscope.errors import FrankenscopeError
+    from frankenscope.probes.run import prepare_localize_reasoning
+    from frankenscope.probes.skip import default_batch_items
+    from frankenscope.testing.families import save_tiny
+
+    model = save_tiny("qwen2-vl", tmp_path / "m")
+    probe = prepare_localize_reasoning(str(model), tmp_path / "o", n=1, layers="0,1", batch_items="auto")
+    assert probe.batch_items == default_batch_items(2)  # on the CPU
+    assert prepare_localize_reasoning(str(model), tmp_path / "o", n=1, batch_items="3").batch_items == 3
+    with pytest.raises(FrankenscopeError, match="batch size 'many'"):
+        prepare_localize_reasoning(str(model), tmp_path / "o", n=1, batch_items="many")

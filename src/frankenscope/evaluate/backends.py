@@ -15,6 +15,7 @@ vLLM is imported only when a vLLM generator is built; without it the error names
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,3 +217,41 @@ def model_batch_size(model: Any, *, prompt_tokens: int, max_new_tokens: int, def
                            tokens=prompt_tokens + max_new_tokens, dtype_bytes=next(model.parameters()).element_size())
     free, _ = torch.cuda.mem_get_info(device)
     return batch_size_for_memory(free, row, fraction=fraction, cap=cap)
+
+
+_DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "bfloat16": 2, "bf16": 2}
+
+
+def batch_for_free_memory(models: list[str], *, rows_per_item: int, max_new_tokens: int, dtype: str,
+                          device: str | None, device_map: str | None, default: int,
+                          prompt_tokens: int = AUTO_PROMPT_TOKENS, fraction: float = 0.8) -> int:
+    """Items per batch of a probe whose `models` (local folders or hub ids) will be loaded together on a GPU,
+    before they are loaded: free = `torch.cuda.mem_get_info` of the device minus the models' weights
+    (parameters from the safetensors headers x bytes of `dtype`); each item takes `rows_per_item` KV-cache rows
+    of the first model's text config (`kv_bytes_per_row`, prompt_tokens + max_new_tokens tokens); the batch is
+    `batch_size_for_memory(free, rows_per_item x row)`. `default` on the CPU (no cuda device and no
+    device_map) and for a hub id (nothing to read without a download)."""
+    import json
+
+    on_gpu = device_map is not None or (device or "cpu").startswith("cuda")
+    folders = [Path(m) for m in models]
+    if not on_gpu or not all((f / "config.json").is_file() for f in folders):
+        return default
+    import torch
+
+    from frankenscope.weights.reader import read_header
+
+    n_bytes = _DTYPE_BYTES.get(dtype, 4)
+    weights = 0
+    for f in folders:
+        for st in f.glob("*.safetensors"):
+            header, _, _ = read_header(st)
+            weights += sum(math.prod(e.get("shape") or [1]) for e in header.values()) * n_bytes
+    cfg = json.loads((folders[0] / "config.json").read_text())
+    text = cfg.get("text_config") or cfg
+    heads = text["num_attention_heads"]
+    row = kv_bytes_per_row(layers=text["num_hidden_layers"], kv_heads=text.get("num_key_value_heads") or heads,
+                           head_dim=text.get("head_dim") or text["hidden_size"] // heads,
+                           tokens=prompt_tokens + max_new_tokens, dtype_bytes=n_bytes)
+    free, _ = torch.cuda.mem_get_info(torch.device(device if device and device.startswith("cuda") else "cuda"))
+    return batch_size_for_memory(max(0, free - weights), rows_per_item * row, fraction=fraction)

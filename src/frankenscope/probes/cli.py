@@ -87,7 +87,8 @@ def localize_reasoning_cmd(
     n: int | None = typer.Option(None, help="Items per task (organism default 50; files: the first N)."),
     layers: str | None = typer.Option(None, help="Layers to skip, e.g. '0-5' (default: all)."),
     max_new_tokens: int = typer.Option(80, help="Greedy decoding budget per response."),
-    batch_items: int | None = typer.Option(None, help="Items per generate call (each adds 1 + #layers rows)."),
+    batch_items: str | None = typer.Option(None, help="Items per generate call (each adds 1 + #layers rows); "
+                                           "auto: as many as fit in free GPU memory (default: ~32 rows)."),
     prompt_style: str = typer.Option("plain", help="Prompt style: a built-in name or a .json style file."),
     system: str | None = typer.Option(None, help="System prompt, replacing the style's (default: the style's)."),
     seed: int = typer.Option(0, help="Seed of the organism suite and of the bootstrap CIs."),
@@ -125,7 +126,8 @@ def attention_cmd(
     n: int | None = typer.Option(None, help="Items per task (organism default 50; files: the first N)."),
     layers: str | None = typer.Option(None, help="Layers to measure (default: all)."),
     max_new_tokens: int = typer.Option(80, help="Greedy decoding budget of the responses."),
-    batch_size: int = typer.Option(16, help="Generation batch size."),
+    batch_size: str = typer.Option("16", help="Generation batch size, or auto (as many items as fit in free GPU "
+                                   "memory with both models loaded; 16 on the CPU)."),
     prompt_style: str = typer.Option("plain", help="Prompt style: a built-in name or a .json style file."),
     system: str | None = typer.Option(None, help="System prompt, replacing the style's (default: the style's)."),
     seed: int = typer.Option(0, help="Seed of the organism suite and of the bootstrap CIs."),

@@ -304,19 +304,20 @@ class ReasoningProbe(ShardedProbe):
 
 def prepare_localize_reasoning(model: str, out: str | Path, *, dataset: str = "organism",
                                tasks: list[str] | None = None, n: int | None = None, data_root: str | None = None,
-                               layers: str | None = None, max_new_tokens: int = 80, batch_items: int | None = None,
+                               layers: str | None = None, max_new_tokens: int = 80,
+                               batch_items: int | str | None = None,
                                system: str | None = None, seed: int = 0, dtype: str = "float32",
                                device: str | None = None, plots: bool = True, progress: bool = True,
                                prompt_style: str | PromptStyle = "plain", device_map: str | None = None,
                                attn: str = "sdpa", dataset_prompts: dict[str, str] | None = None) -> ReasoningProbe:
     """`localize reasoning` prepared (see `run_localize_reasoning` for the arguments); nothing is loaded yet (the
     organism's items are written to OUT/suite)."""
+    from frankenscope.evaluate.backends import AUTO, batch_for_free_memory, parse_batch_size
     from frankenscope.probes.skip import default_batch_items
 
     out = Path(out)
     _check_inputs([model], n, layers)
-    if batch_items is not None and batch_items < 1:
-        raise FrankenscopeError(f"batch_items must be >= 1, got {batch_items}")
+    batch = None if batch_items is None else parse_batch_size(batch_items)
     items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=REASONING_TASKS, n=n, seed=seed,
                                        data_root=data_root, prompts=dataset_prompts)
     if not items:
@@ -324,8 +325,13 @@ def prepare_localize_reasoning(model: str, out: str | Path, *, dataset: str = "o
     style = probe_style(prompt_style, system)
     depth = model_depth(model)
     layer_list = layers_from_spec(layers, depth)
+    if batch is None or batch == AUTO:  # auto: the rows (1 + layers per item) that fit in free GPU memory
+        default = default_batch_items(len(layer_list))
+        batch = default if batch is None else batch_for_free_memory(
+            [model], rows_per_item=1 + len(layer_list), max_new_tokens=max_new_tokens, dtype=dtype, device=device,
+            device_map=device_map, default=default)
     return ReasoningProbe(model, out, _styled_items(items, style), source, style, depth, layer_list, max_new_tokens,
-                          batch_items or default_batch_items(len(layer_list)), _Load(dtype, device, device_map, attn),
+                          int(batch), _Load(dtype, device, device_map, attn),
                           seed, _fingerprint(model), plots, progress)
 
 
@@ -411,24 +417,29 @@ class AttentionProbe(ShardedProbe):
 
 def prepare_attention(models: dict[str, str], out: str | Path, *, dataset: str = "organism",
                       tasks: list[str] | None = None, n: int | None = None, data_root: str | None = None,
-                      layers: str | None = None, max_new_tokens: int = 80, batch_size: int = 16,
+                      layers: str | None = None, max_new_tokens: int = 80, batch_size: int | str = 16,
                       system: str | None = None, seed: int = 0, dtype: str = "float32", device: str | None = None,
                       plots: bool = True, progress: bool = True, prompt_style: str | PromptStyle = "plain",
                       device_map: str | None = None, dataset_prompts: dict[str, str] | None = None) -> AttentionProbe:
     """`attention` prepared (see `run_attention` for the arguments); nothing is loaded yet (the organism's items
-    are written to OUT/suite). The models load with eager attention (the probe needs the weights)."""
+    are written to OUT/suite). The models load with eager attention (the probe needs the weights);
+    batch_size "auto": the items whose responses fit in free GPU memory with every model loaded."""
+    from frankenscope.evaluate.backends import AUTO, batch_for_free_memory, parse_batch_size
+
     out = Path(out)
     if not models:
         raise FrankenscopeError("no models given")
-    if batch_size < 1:
-        raise FrankenscopeError(f"batch_size must be >= 1, got {batch_size}")
+    batch = parse_batch_size(batch_size)
     _check_inputs(list(models.values()), n, layers)
+    if batch == AUTO:
+        batch = batch_for_free_memory(list(models.values()), rows_per_item=1, max_new_tokens=max_new_tokens,
+                                      dtype=dtype, device=device, device_map=device_map, default=16)
     items, source = load_dataset_items(dataset, out, tasks=tasks, default_tasks=ATTENTION_TASKS, n=n, seed=seed,
                                        data_root=data_root, prompts=dataset_prompts)
     style = probe_style(prompt_style, system)
     depth = model_depth(next(iter(models.values())))
     return AttentionProbe(dict(models), out, _styled_items(items, style), source, style, depth,
-                          layers_from_spec(layers, depth), max_new_tokens, batch_size,
+                          layers_from_spec(layers, depth), max_new_tokens, int(batch),
                           _Load(dtype, device, device_map, "eager"), seed,
                           {nm: _fingerprint(p) for nm, p in models.items()}, plots, progress)
 
