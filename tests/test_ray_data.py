@@ -35,13 +35,13 @@ def test_rows_are_chat_messages_image_first_and_skip_recorded_keys(tmp_path: Pat
     assert [(r["shard"], r["key"]) for r in rows] == [("s0", "k0"), ("s1", "k1")]
     system, user = rows[0]["messages"]
     assert system == {"role": "system", "content": "Think."}
-    assert [c["type"] for c in user["content"]] == ["image", "text"] and user["content"][1]["text"] == "How many?"
-    assert _image(user["content"][0]["image"]).convert("RGB").getpixel((0, 0)) == (255, 0, 0)
+    assert [c["type"] for c in user["content"]] == ["image_url", "text"] and user["content"][1]["text"] == "How many?"
+    assert _image(user["content"][0]["image_url"]["url"]).convert("RGB").getpixel((0, 0)) == (255, 0, 0)
     assert [c["type"] for c in rows[1]["messages"][1]["content"]] == ["text"]
     assert rows[0]["sampling_params"] == {"temperature": 0.0, "max_tokens": 7, "repetition_penalty": 1.0,
                                           "skip_special_tokens": True}
     black = pipeline_rows(_shards(tmp_path, black=True), tmp_path / "rec")
-    im = _image(black[0]["messages"][1]["content"][0]["image"]).convert("RGB")
+    im = _image(black[0]["messages"][1]["content"][0]["image_url"]["url"]).convert("RGB")
     assert im.size == (8, 6) and im.getextrema() == ((0, 0), (0, 0), (0, 0))
     (tmp_path / "rec").mkdir()
     append_batch(tmp_path / "rec" / "s0.jsonl", [("k0", "done before")])

@@ -9,8 +9,8 @@ to that shard's record file batch by batch as it streams out, so the driver merg
 response cache exactly as for shard tasks, and a rerun after a failure generates only the keys not
 recorded yet.
 
-Rows are chat messages in the OpenAI format that the processor's chat-template stage renders with the
-model's own template: the image first (as a PNG data URL; black for the M_vis control; downscaled to
+Rows are chat messages in the OpenAI format that the processor's stages parse and render with the model's
+own chat template: the image first (an `image_url` part holding a PNG data URL; black for the M_vis control; downscaled to
 `max_image_pixels`), then the text, after the system prompt, the order `VLMAdapter.build_messages` uses
 for the HF and plain vLLM backends; greedy (temperature 0), `max_new_tokens` new tokens. Only the pipeline
 plumbing is tested here (CI has no GPU and no vLLM): the processor is replaced by a stand-in there.
@@ -63,8 +63,8 @@ def pipeline_rows(shards: list[Shard], records_dir: Path) -> list[dict[str, Any]
                     continue
                 content: list[dict[str, Any]] = []
                 if item.image is not None:
-                    content.append({"type": "image",
-                                    "image": _data_url(item.image, sh.spec.max_image_pixels, sh.black_image)})
+                    url = _data_url(item.image, sh.spec.max_image_pixels, sh.black_image)
+                    content.append({"type": "image_url", "image_url": {"url": url}})
                 content.append({"type": "text", "text": prompt_text(item)})
                 messages = ([{"role": "system", "content": sh.spec.system}] if sh.spec.system is not None else [])
                 messages.append({"role": "user", "content": content})
@@ -76,7 +76,8 @@ def pipeline_rows(shards: list[Shard], records_dir: Path) -> list[dict[str, Any]
 
 def build_vllm_processor(spec: GenerationSpec, concurrency: int) -> Callable[[Any], Any]:
     """Ray Data's vLLM processor for `spec`'s model: `concurrency` engine replicas of `tensor_parallel_size`
-    GPUs each, the model's chat template applied, images prepared from the rows' data URLs."""
+    GPUs each; its stages (Ray 2.60): multimodal preparation (the OpenAI-format image parts, read by vLLM's
+    chat parser), the model's chat template, tokenization, the engine, detokenization."""
     from frankenscope.extras import require_extra
 
     require_extra("vllm", "the ray-data vLLM pipeline (executor.vllm_pipeline: ray-data)")
@@ -90,8 +91,8 @@ def build_vllm_processor(spec: GenerationSpec, concurrency: int) -> Callable[[An
     if v["max_model_len"] is not None:
         engine_kwargs["max_model_len"] = v["max_model_len"]
     config = vLLMEngineProcessorConfig(model_source=spec.model, engine_kwargs=engine_kwargs, concurrency=concurrency,
-                                       batch_size=PIPELINE_BATCH, apply_chat_template=True, tokenize=True,
-                                       detokenize=True, has_image=True)
+                                       batch_size=PIPELINE_BATCH, prepare_multimodal_stage=True,
+                                       chat_template_stage=True, tokenize_stage=True, detokenize_stage=True)
     return build_processor(config, postprocess=lambda row: {"shard": row["shard"], "key": row["key"],
                                                             "generated_text": row["generated_text"]})
 
